@@ -1,0 +1,74 @@
+"""`experiments <subcommand> …` — cheap: nothing here imports torch before a subcommand needs it.
+
+`train` hands the rest of the command line to Hydra untouched (overrides, -m, --cfg, --help, shell
+completion). Lightning's `ddp` strategy re-executes this program for the other ranks with the same
+arguments minus nothing we can control, so the chosen subcommand also travels in an environment
+variable that child ranks read when their first argument is not a subcommand.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+
+SUBCOMMAND_ENV = "EXPERIMENTS_SUBCOMMAND"
+
+USAGE = """usage: experiments <command> [arguments]
+
+Train, sweep, compare and reproduce MLP experiments (Lightning + Hydra + MLflow).
+
+commands:
+  train      train one model, or sweep with -m (Hydra overrides: key=value ...)
+  ui         open the MLflow UI on the project's tracking store
+  help       show this message
+
+examples:
+  experiments train                                   the seed experiment (8->10->8->1, 10 epochs)
+  experiments train model.hidden_dims=[64,64] optimizer.lr=0.01 data=breast_cancer
+  experiments train -m model.activation=relu,tanh optimizer.lr=1e-3,1e-2
+  experiments train --help                            config groups and options
+  experiments ui
+"""
+
+
+def _train(args: list[str]) -> int:
+    os.environ[SUBCOMMAND_ENV] = "train"
+    if "COMP_LINE" in os.environ:  # shell completion: Hydra must not see the subcommand as an override
+        os.environ["COMP_LINE"] = os.environ["COMP_LINE"].replace(" train ", " ", 1)
+    sys.argv = [sys.argv[0], *args]
+    from experiments.train import main as train_main
+
+    train_main()
+    return 0
+
+
+def _ui(args: list[str]) -> int:
+    from experiments.ui import main as ui_main
+
+    return ui_main(args)
+
+
+COMMANDS: dict[str, Callable[[list[str]], int]] = {"train": _train, "ui": _ui}
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in COMMANDS:
+        command, rest = args[0], args[1:]
+    elif os.environ.get(SUBCOMMAND_ENV) in COMMANDS and (not args or args[0] not in ("help", "-h", "--help")):
+        command, rest = os.environ[SUBCOMMAND_ENV], args  # a re-executed DDP rank
+    elif not args or args[0] in ("help", "-h", "--help"):
+        print(USAGE)
+        sys.exit(0)
+    else:
+        print(f"error: unknown command {args[0]!r}; choose one of: {', '.join(COMMANDS)}.", file=sys.stderr)
+        sys.exit(2)
+    from experiments.errors import UserError
+
+    try:
+        code = COMMANDS[command](rest)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    sys.exit(code)

@@ -1,0 +1,39 @@
+"""Optimizers and schedulers by name, with only the arguments each one takes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from experiments import choices
+
+
+def build_optimizer(params: Any, name: str, lr: float, weight_decay: float = 0.0, momentum: float = 0.0,
+                    nesterov: bool = False, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> torch.optim.Optimizer:
+    assert name in choices.OPTIMIZERS, name
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+    return torch.optim.RMSprop(params, lr=lr, momentum=momentum, eps=eps, weight_decay=weight_decay)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, name: str, monitor: str, mode: str, max_epochs: int,
+                    step_size: int = 10, gamma: float = 0.1, patience: int = 5, factor: float = 0.1,
+                    min_lr: float = 0.0) -> dict[str, Any] | None:
+    """Lightning's lr_scheduler dict, stepped per epoch; None when no scheduler is configured."""
+    assert name in choices.SCHEDULERS, name
+    if name == "none":
+        return None
+    if name == "step":
+        scheduler: Any = torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
+    elif name == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, max_epochs), eta_min=min_lr)
+    else:
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode=mode, patience=patience, factor=factor, min_lr=min_lr
+        )
+    return {"scheduler": scheduler, "interval": "epoch", "monitor": monitor}

@@ -1,0 +1,63 @@
+"""What a task decides: the loss on the head's raw output, the prediction, and the metrics."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MeanSquaredError, MeanAbsoluteError, MetricCollection, R2Score
+from torchmetrics.classification import AUROC, Accuracy, F1Score
+
+
+def task_loss(output: torch.Tensor, target: torch.Tensor, task: str, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Binary: BCE with logits (the seed's sigmoid + binary cross-entropy, fused for stability).
+    Multiclass: cross-entropy. Regression: mean squared error (the seed's 1/2n Σ(o−y)² without the ½)."""
+    if task == "binary":
+        target = target.to(output.dtype)
+        if label_smoothing:
+            target = target * (1 - label_smoothing) + 0.5 * label_smoothing
+        return F.binary_cross_entropy_with_logits(output.squeeze(-1), target)
+    if task == "multiclass":
+        return F.cross_entropy(output, target, label_smoothing=label_smoothing)
+    return F.mse_loss(output.squeeze(-1), target.to(output.dtype))
+
+
+def predict(output: torch.Tensor, task: str) -> torch.Tensor:
+    """Probabilities for classification (P(class 1) for binary), values for regression."""
+    if task == "binary":
+        return torch.sigmoid(output.squeeze(-1))
+    if task == "multiclass":
+        return torch.softmax(output, dim=-1)
+    return output.squeeze(-1)
+
+
+def main_metric(task: str) -> str:
+    """The metric a gap is reported for besides the loss (higher is better)."""
+    return "r2" if task == "regression" else "acc"
+
+
+def build_metrics(task: str, num_classes: int) -> MetricCollection:
+    if task == "regression":
+        return MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError(), "r2": R2Score()})
+    kind = "binary" if task == "binary" else "multiclass"
+    kwargs = {"num_classes": num_classes} if kind == "multiclass" else {}
+    return MetricCollection(
+        {
+            "acc": Accuracy(task=kind, **kwargs),
+            "auroc": AUROC(task=kind, **kwargs),
+            "f1": F1Score(task=kind, average="macro" if kind == "multiclass" else "micro", **kwargs),
+        }
+    )
+
+
+class Predictor(nn.Module):
+    """What gets logged to MLflow: the trained net plus the task's output transform, so a loaded
+    model returns probabilities (classification) or values (regression) directly."""
+
+    def __init__(self, net: nn.Module, task: str) -> None:
+        super().__init__()
+        self.net = net
+        self.task = task
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return predict(self.net(x), self.task)

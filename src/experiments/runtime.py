@@ -1,0 +1,38 @@
+"""Process-level settings a run applies before training: threads and warning noise."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+# Below this many multiply-adds per batch, a second intra-op thread costs more in hand-off than it
+# gains, and collapses when another process is busy (measured: 10x slower on 2 threads).
+_SMALL_BATCH_FLOPS = 2_000_000
+
+
+def choose_threads(requested: int | str, params_per_sample: int, batch_size: int) -> int:
+    """`auto`: one thread for small models, all cores otherwise; an integer is taken as given."""
+    if requested != "auto":
+        return max(1, int(requested))
+    if params_per_sample * batch_size < _SMALL_BATCH_FLOPS:
+        return 1
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def apply_threads(count: int) -> None:
+    import torch
+
+    if torch.get_num_threads() != count:
+        torch.set_num_threads(count)
+
+
+def quiet_lightning_warnings() -> None:
+    """Lightning's advice about DataLoader workers and log intervals does not apply to in-memory
+    whole-batch loading with per-epoch logging; it would only bury the warnings that matter."""
+    for pattern in (
+        r".*does not have many workers.*",
+        r".*The number of training batches .* is smaller than the logging interval.*",
+        r".*Checkpoint directory .* exists and is not empty.*",
+        r".*`isinstance\(treespec, LeafSpec\)` is deprecated.*",
+    ):
+        warnings.filterwarnings("ignore", message=pattern)

@@ -1,0 +1,103 @@
+"""One training run's MLflow record: open it, describe it, attach the model, close it with a status."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from experiments.paths import project_root
+from experiments.tracking.logger import EpochMLFlowLogger
+from experiments.tracking.metadata import environment_tags, git_state
+from experiments.tracking.params import flatten_params
+from experiments.tracking.store import prepare_experiment, resolve_tracking_uri
+
+FAILURE_REASON_TAG = "failure_reason"
+
+
+def build_logger(cfg: DictConfig, run_name: str, tags: dict[str, str]) -> EpochMLFlowLogger:
+    uri = resolve_tracking_uri(cfg.logger.get("tracking_uri"), cfg.paths.output_dir)
+    prepare_experiment(uri, cfg.logger.experiment_name)
+    return EpochMLFlowLogger(
+        experiment_name=cfg.logger.experiment_name,
+        run_name=run_name,
+        tracking_uri=uri,
+        tags=tags,
+        run_id=cfg.logger.get("run_id"),
+    )
+
+
+def log_run_metadata(logger: EpochMLFlowLogger, cfg: DictConfig, derived: dict[str, Any],
+                     overrides: list[str], extra_tags: dict[str, str]) -> None:
+    """Params (every config leaf + derived sizes), reproducibility tags, and the config as artifacts."""
+    from mlflow.entities import Param, RunTag
+
+    client, run_id = logger.experiment, logger.run_id
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    params = flatten_params(resolved, skip=("logger.run_id",))  # type: ignore[arg-type]
+    params.update({key: str(value) for key, value in derived.items()})
+    existing = client.get_run(run_id).data.params  # a resumed run already has them; MLflow refuses changes
+    entries = [Param(k, v) for k, v in params.items() if k not in existing]
+    for start in range(0, len(entries), 100):
+        client.log_batch(run_id, params=entries[start : start + 100])
+
+    git = git_state(project_root())
+    tags = {
+        **environment_tags(),
+        "git.commit": git["commit"],
+        "git.dirty": git["dirty"],
+        "mlflow.source.git.commit": git["commit"],
+        "overrides": " ".join(overrides),
+        **extra_tags,
+    }
+    client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        (folder / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(list(overrides))))
+        if git["diff"]:
+            (folder / "git.diff").write_text(git["diff"])
+        client.log_artifacts(run_id, str(folder), artifact_path="config")
+
+
+def log_trained_model(logger: EpochMLFlowLogger, model: Any, example: Any) -> None:
+    """`mlflow.pytorch.log_model` with explicit requirements and signature: the defaults infer
+    requirements in a subprocess and take seconds, longer than training the seed network."""
+    import logging
+
+    import mlflow
+    import torch
+    from mlflow.models import infer_signature
+
+    # Pickle is chosen on purpose (the pt2 export costs seconds); MLflow warns about it on every call.
+    logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
+
+    model = model.eval().cpu()
+    with torch.no_grad():
+        prediction = model(example).numpy()
+    signature = infer_signature(example.numpy(), prediction)
+    previous_uri = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(logger._tracking_uri)
+    try:
+        with mlflow.start_run(run_id=logger.run_id, log_system_metrics=False):
+            mlflow.pytorch.log_model(
+                model,
+                name="model",
+                signature=signature,
+                input_example=example.numpy(),
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "experiments"],
+                serialization_format="pickle",
+            )
+    finally:
+        mlflow.set_tracking_uri(previous_uri)
+
+
+def finish_run(logger: EpochMLFlowLogger, status: str, reason: str | None = None) -> None:
+    """Close the run with FINISHED, FAILED or KILLED (and why, as a tag)."""
+    client, run_id = logger.experiment, logger.run_id
+    if reason:
+        client.set_tag(run_id, FAILURE_REASON_TAG, reason[:5000])
+    client.set_terminated(run_id, status)

@@ -1,0 +1,158 @@
+"""Hydra entry point and the pure `train(cfg) -> metrics` it wraps (tests call `train` directly)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from experiments.errors import UserError
+from experiments.paths import config_dir, register_resolvers
+from experiments.validation import validate_config
+
+register_resolvers()
+
+
+class TrainingFailed(Exception):
+    """Training stopped for a reason the user can act on (e.g. a NaN loss); printed as one line."""
+
+
+def run_name_for(cfg: DictConfig) -> str:
+    """A readable default name, e.g. `mlp-relu-10x8-l2=0.001`, so runs tell themselves apart in the UI."""
+    if cfg.logger.get("run_name"):
+        return str(cfg.logger.run_name)
+    hidden = "x".join(str(w) for w in cfg.model.hidden_dims) or "linear"
+    parts = [f"mlp-{cfg.model.activation}-{hidden}"]
+    reg = cfg.get("regularization") or {}
+    for key, short in (("l1", "l1"), ("l2", "l2"), ("input_noise", "noise"), ("label_smoothing", "ls"),
+                       ("max_norm", "maxnorm")):
+        if reg.get(key):
+            parts.append(f"{short}={reg[key]:g}")
+    if cfg.model.dropout:
+        parts.append(f"dropout={cfg.model.dropout:g}")
+    if cfg.model.norm != "none":
+        parts.append(f"{cfg.model.norm}norm")
+    if cfg.optimizer.weight_decay:
+        parts.append(f"wd={cfg.optimizer.weight_decay:g}")
+    return "-".join(parts)
+
+
+def _hydra_overrides() -> list[str]:
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Train, validate and test one model as `cfg` describes; return the final metrics."""
+    validate_config(cfg)
+
+    import lightning.pytorch as pl
+    import torch
+    from hydra.utils import instantiate
+
+    from experiments.callbacks.nan_guard import NanGuard, NonFiniteLossError
+    from experiments.models.mlp import build_mlp, count_parameters
+    from experiments.models.module import ExperimentModule
+    from experiments.runtime import apply_threads, choose_threads, quiet_lightning_warnings
+    from experiments.tracking.run import build_logger, finish_run, log_run_metadata, log_trained_model
+
+    quiet_lightning_warnings()
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = instantiate(cfg.data, _convert_="all")
+    if cfg.model.input_dim is not None and cfg.model.input_dim != datamodule.input_dim:
+        raise UserError(
+            f"model.input_dim={cfg.model.input_dim} disagrees with the data, which has {datamodule.input_dim} "
+            "features; leave model.input_dim=null to take it from the data."
+        )
+    model_kwargs = OmegaConf.to_container(cfg.model, resolve=True)
+    model_kwargs.pop("input_dim")  # type: ignore[union-attr]
+    net = build_mlp(datamodule.input_dim, datamodule.num_outputs, **model_kwargs)  # type: ignore[arg-type]
+    n_params = count_parameters(net)
+    threads = choose_threads(cfg.threads, n_params, cfg.data.batch_size)
+    apply_threads(threads)
+    module = ExperimentModule(
+        net,
+        task=datamodule.task,
+        num_classes=max(datamodule.source.num_classes, 2),
+        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),  # type: ignore[arg-type]
+        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),  # type: ignore[arg-type]
+        regularization=OmegaConf.to_container(cfg.regularization, resolve=True),  # type: ignore[arg-type]
+        monitor=cfg.monitor,
+        monitor_mode=cfg.monitor_mode,
+    )
+
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    if not any(isinstance(c, NanGuard) for c in callbacks):
+        callbacks.append(NanGuard())
+    logger = None
+    tags = {"dataset": datamodule.dataset_name, "task": datamodule.task, **{k: str(v) for k, v in cfg.tags.items()}}
+    if cfg.logger is not None and cfg.logger.get("enabled", True):
+        logger = build_logger(cfg, run_name_for(cfg), tags)
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger or False)
+
+    if logger is not None and trainer.is_global_zero:
+        derived = {"model.n_params": n_params, "model.input_dim_resolved": datamodule.input_dim,
+                   "runtime.threads": threads, **{f"data.{k}": v for k, v in datamodule.describe().items()}}
+        log_run_metadata(logger, cfg, derived, _hydra_overrides(), {"data.fingerprint": datamodule.fingerprint})
+
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        if trainer.interrupted:
+            raise KeyboardInterrupt
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        has_test = datamodule.arrays.sizes["test"] > 0
+        if has_test and cfg.get("test", True):
+            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            tested = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+            metrics.update({k: float(v) for k, v in tested[0].items()})
+        if logger is not None and trainer.is_global_zero:
+            if cfg.logger.get("log_model", True):
+                from experiments.models.tasks import Predictor
+
+                example = datamodule.tensors("val").tensors[0][:5]
+                log_trained_model(logger, Predictor(module.net, datamodule.task), example)
+            finish_run(logger, "FINISHED")
+    except NonFiniteLossError as err:
+        if logger is not None and trainer.is_global_zero:
+            finish_run(logger, "FAILED", str(err))
+        raise TrainingFailed(str(err)) from None
+    except (KeyboardInterrupt, SystemExit):
+        if logger is not None and trainer.is_global_zero:
+            finish_run(logger, "KILLED", "interrupted")
+        raise
+    except BaseException as err:
+        if logger is not None and trainer.is_global_zero:
+            finish_run(logger, "FAILED", f"{type(err).__name__}: {err}")
+        raise
+    metrics["model/n_params"] = float(n_params)
+    if trainer.is_global_zero:
+        from experiments.summary import print_summary
+
+        print_summary(metrics, logger, run_name_for(cfg))
+    return metrics
+
+
+def objective_value(metrics: dict[str, float], cfg: DictConfig) -> Any:
+    """What a sweeper optimizes: one metric, or a list for multi-objective sweeps."""
+    names = cfg.optimized_metric
+    if isinstance(names, str):
+        return metrics.get(names)
+    return [metrics.get(name) for name in names]
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
+def main(cfg: DictConfig) -> Any:
+    from hydra.core.hydra_config import HydraConfig
+
+    multirun = HydraConfig.get().mode.name == "MULTIRUN"
+    try:
+        metrics = train(cfg)
+    except (UserError, TrainingFailed) as err:
+        if multirun:  # let the sweeper record this job as failed and go on
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2 if isinstance(err, UserError) else 1)
+    return objective_value(metrics, cfg)

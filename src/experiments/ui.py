@@ -1,0 +1,34 @@
+"""`experiments ui`: the MLflow UI on the project's store, bound to loopback."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+
+from experiments.paths import project_root
+from experiments.tracking.store import artifact_root_for, resolve_tracking_uri, ui_url
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="experiments ui", description="Open the MLflow UI on the project's store.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or outputs/mlflow.db")
+    args = parser.parse_args(argv)
+    uri = resolve_tracking_uri(args.tracking_uri, project_root() / "outputs")
+    if uri.startswith("http"):
+        print(f"The tracking store is a server already: {uri}")
+        return 0
+    mlflow_bin = shutil.which("mlflow", path=os.path.dirname(sys.executable)) or shutil.which("mlflow")
+    command = [mlflow_bin or "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
+    artifacts = artifact_root_for(uri)
+    if artifacts:
+        command += ["--default-artifact-root", artifacts]
+    print(f"MLflow UI for {uri}\n  {ui_url(uri, host=args.host, port=args.port)}   (Ctrl-C to stop)", flush=True)
+    try:
+        return subprocess.call(command)
+    except KeyboardInterrupt:
+        return 0

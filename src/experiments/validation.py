@@ -1,0 +1,69 @@
+"""Check a composed config before anything heavy is imported.
+
+Each check raises `UserError` with one sentence: what is wrong and what is allowed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from omegaconf import DictConfig
+
+from experiments import choices
+from experiments.errors import UserError
+
+
+def _one_of(key: str, value: Any, allowed: Iterable[str]) -> None:
+    allowed = tuple(allowed)
+    if value not in allowed:
+        raise UserError(f"{key}={value!r} is not known; choose one of: {', '.join(allowed)}.")
+
+
+def _positive(key: str, value: Any) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        raise UserError(f"{key} must be a positive number, got {value!r}.")
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Refuse values that would fail deep inside training with a confusing traceback."""
+    net = cfg.model
+    _one_of("model.activation", net.activation, choices.ACTIVATIONS)
+    _one_of("model.norm", net.norm, choices.NORMS)
+    _one_of("model.init", net.init, choices.INITS)
+    hidden = list(net.hidden_dims or [])
+    for width in hidden:
+        if not isinstance(width, int) or isinstance(width, bool) or width <= 0:
+            raise UserError(f"model.hidden_dims must hold positive integers, got {hidden}.")
+    if net.input_dim is not None:
+        _positive("model.input_dim", net.input_dim)
+    if not 0.0 <= float(net.dropout) < 1.0:
+        raise UserError(f"model.dropout must be in [0, 1), got {net.dropout}.")
+
+    _one_of("optimizer.name", cfg.optimizer.name, choices.OPTIMIZERS)
+    _positive("optimizer.lr", cfg.optimizer.lr)
+    if float(cfg.optimizer.weight_decay) < 0:
+        raise UserError(f"optimizer.weight_decay must be >= 0, got {cfg.optimizer.weight_decay}.")
+    _one_of("scheduler.name", cfg.scheduler.name, choices.SCHEDULERS)
+
+    data = cfg.data
+    _one_of("data.dataset", data.dataset, choices.DATASETS)
+    _one_of("data.task", data.task, choices.TASKS)
+    _positive("data.batch_size", data.batch_size)
+    fractions = {k: float(data.split[k]) for k in ("train", "val", "test")}
+    if any(f < 0 for f in fractions.values()) or fractions["train"] <= 0 or sum(fractions.values()) > 1 + 1e-9:
+        raise UserError(
+            f"data.split fractions must be >= 0 with train > 0 and sum <= 1, got {fractions}."
+        )
+    if fractions["val"] <= 0:
+        raise UserError("data.split.val must be > 0: validation metrics drive early stopping and sweeps.")
+
+    reg = cfg.get("regularization")
+    if reg is not None:
+        for key in ("l1", "l2", "input_noise", "max_norm"):
+            if float(reg.get(key, 0.0)) < 0:
+                raise UserError(f"regularization.{key} must be >= 0, got {reg[key]}.")
+        if not 0.0 <= float(reg.get("label_smoothing", 0.0)) < 1.0:
+            raise UserError(f"regularization.label_smoothing must be in [0, 1), got {reg.label_smoothing}.")
+    if cfg.monitor_mode not in ("min", "max"):
+        raise UserError(f"monitor_mode must be 'min' or 'max', got {cfg.monitor_mode!r}.")
