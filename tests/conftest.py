@@ -1,0 +1,73 @@
+"""Shared test helpers: compose the real configs into a temp dir, run the real CLI, read the real store."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from experiments.paths import config_dir, register_resolvers
+
+# Quiet, fast defaults for every test run: no progress bar redraws.
+FAST = ["callbacks.progress_bar=null", "trainer.enable_progress_bar=false"]
+
+
+def store_uri(output_dir: Path) -> str:
+    return f"sqlite:///{output_dir.resolve() / 'mlflow.db'}"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test may write to the developer's store or inherit a subcommand from the environment."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("EXPERIMENTS_SUBCOMMAND", raising=False)
+
+
+@pytest.fixture
+def outputs(tmp_path: Path) -> Path:
+    path = tmp_path / "outputs"
+    path.mkdir()
+    return path
+
+
+def compose_train_config(outputs: Path, overrides: list[str] | None = None) -> DictConfig:
+    """The real `conf/train.yaml` with overrides, outputs redirected to `outputs`, Hydra state set so
+    `${hydra:...}` interpolations resolve as in a real run."""
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose(
+            config_name="train",
+            overrides=[f"paths.output_dir={outputs}", *FAST, *(overrides or [])],
+            return_hydra_config=True,
+        )
+    run_dir = outputs / "runs" / "test"
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(run_dir)
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+@pytest.fixture
+def compose_cfg(outputs: Path) -> Iterator:
+    yield lambda overrides=None: compose_train_config(outputs, overrides)
+    GlobalHydra.instance().clear()
+
+
+def run_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run `python -m experiments …` as a user would, in its own process."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env.pop("MLFLOW_TRACKING_URI", None) if "MLFLOW_TRACKING_URI" not in (env or {}) else None
+    return subprocess.run(
+        [sys.executable, "-m", "experiments", *args],
+        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
+    )

@@ -1,0 +1,126 @@
+"""`experiments train` end to end: a real process, a real sqlite MLflow store in a temp dir."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import FAST, run_cli, store_uri
+
+pytestmark = pytest.mark.e2e
+
+
+def _only_run(outputs: Path):
+    client = MlflowClient(store_uri(outputs))
+    experiments = [e for e in client.search_experiments() if e.name != "Default"]
+    runs = client.search_runs([e.experiment_id for e in experiments])
+    assert len(runs) == 1, [r.info.run_name for r in runs]
+    return client, runs[0]
+
+
+def test_seed_experiment_trains_and_logs_one_finished_run(tmp_path: Path, outputs: Path) -> None:
+    result = run_cli(["train", f"paths.output_dir={outputs}", "trainer.max_epochs=2", *FAST], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "MLflow run:" in result.stdout
+
+    client, run = _only_run(outputs)
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "mlp-relu-10x8"
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+    params = run.data.params
+    assert params["model.hidden_dims"] == "[10, 8]"
+    assert params["model.activation"] == "relu"
+    assert params["optimizer.lr"] == "0.001"
+    assert params["data.batch_size"] == "32"
+    assert params["model.n_params"] == str(8 * 10 + 10 + 10 * 8 + 8 + 8 + 1)
+    assert "None" not in params.values()
+    assert run.data.tags["dataset"] == "seed_random" and run.data.tags["task"] == "binary"
+    assert run.data.tags["git.commit"] != "" or run.data.tags["git.dirty"] == "unknown"
+
+    # Per-epoch curves stepped by epoch (0, 1), for train and val alike.
+    for key in ("train/loss", "val/loss", "val/acc", "gap/loss"):
+        history = client.get_metric_history(run.info.run_id, key)
+        assert sorted(m.step for m in history) == [0, 1], key
+    assert "val/loss_best" in run.data.metrics and "val/loss_best_epoch" in run.data.metrics
+    assert "test/acc" in run.data.metrics
+
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "config")}
+    assert {"config/config.yaml", "config/overrides.yaml"} <= artifacts
+    config_text = Path(client.download_artifacts(run.info.run_id, "config/config.yaml", str(tmp_path))).read_text()
+    assert "hidden_dims" in config_text
+
+    # The logged model loads and predicts probabilities for each input row.
+    mlflow.set_tracking_uri(store_uri(outputs))
+    model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
+    import torch
+
+    with torch.no_grad():
+        probabilities = model(torch.rand(7, 8)).numpy()
+    assert probabilities.shape == (7,)
+    assert np.all((probabilities >= 0) & (probabilities <= 1))
+
+    # Run dirs land under outputs/runs with checkpoints.
+    assert list((outputs / "runs").rglob("last.ckpt"))
+
+
+def test_nan_loss_fails_the_run_with_a_clear_message(tmp_path: Path, outputs: Path) -> None:
+    result = run_cli(
+        ["train", f"paths.output_dir={outputs}", "optimizer.name=sgd", "optimizer.lr=1e12", "optimizer.momentum=0.9",
+         "model.hidden_dims=[64,64]", "trainer.max_epochs=3", *FAST],
+        cwd=tmp_path,
+    )
+    assert result.returncode != 0
+    assert "lower optimizer.lr" in result.stderr
+    assert "Traceback" not in result.stderr
+    _, run = _only_run(outputs)
+    assert run.info.status == "FAILED"
+    assert "epoch" in run.data.tags["failure_reason"]
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("model.activation=relux", "model.activation='relux' is not known; choose one of: relu, tanh"),
+        ("optimizer.name=adamm", "optimizer.name='adamm' is not known"),
+        ("optimizer.lr=-1", "optimizer.lr must be a positive number"),
+        ("model.dropout=1.5", "model.dropout must be in [0, 1)"),
+        ("model.hidden_dims=[10,0]", "model.hidden_dims must hold positive integers"),
+        ("data.split.train=0.9", "data.split fractions must be"),
+        ("model.input_dim=5", "model.input_dim=5 disagrees with the data, which has 8 features"),
+    ],
+)
+def test_bad_override_gives_one_clear_line_and_logs_nothing(tmp_path: Path, outputs: Path, override: str,
+                                                           expected: str) -> None:
+    result = run_cli(["train", f"paths.output_dir={outputs}", override, *FAST], cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    if (outputs / "mlflow.db").exists():
+        client = MlflowClient(store_uri(outputs))
+        assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
+
+
+def test_help_and_config_errors_do_not_import_torch(tmp_path: Path) -> None:
+    probe = (
+        "import sys, runpy\n"
+        "sys.argv = ['experiments'] + sys.argv[1:]\n"
+        "try:\n"
+        "    runpy.run_module('experiments', run_name='__main__')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('TORCH_LOADED' if 'torch' in sys.modules else 'TORCH_FREE', file=sys.stderr)\n"
+    )
+    import subprocess
+    import sys
+
+    for args in (["--help"], ["train", "--help"], ["train", "model.activation=nope"], ["train", "--cfg", "job"]):
+        out = subprocess.run([sys.executable, "-c", probe, *args], cwd=tmp_path, capture_output=True, text=True,
+                             timeout=120)
+        assert "TORCH_FREE" in out.stderr, (args, out.stderr[-2000:])
