@@ -90,6 +90,8 @@ assert set(_LOADERS) | {"csv"} == set(choices.DATASETS), "choices.DATASETS and t
 def infer_task(targets: np.ndarray) -> str:
     """Integer-like targets with few distinct values are classes; anything else is regression."""
     values = np.unique(targets)
+    if not np.issubdtype(values.dtype, np.number):  # text labels are classes
+        return "binary" if len(values) == 2 else "multiclass"
     integer_like = np.all(np.equal(np.mod(values, 1), 0))
     if integer_like and len(values) <= max(20, int(0.05 * len(targets))):
         return "binary" if len(values) == 2 else "multiclass"
