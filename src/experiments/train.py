@@ -47,6 +47,9 @@ def _hydra_overrides() -> list[str]:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train, validate and test one model as `cfg` describes; return the final metrics."""
+    from experiments.resume import prepare_continuation
+
+    cfg = prepare_continuation(cfg)  # resume=…: the run's recorded config, its checkpoint and run id
     validate_config(cfg)
 
     import lightning.pytorch as pl
@@ -54,6 +57,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     from hydra.utils import instantiate
 
     from experiments.callbacks.nan_guard import NanGuard, NonFiniteLossError
+    from experiments.hardware import build_trainer
     from experiments.models.mlp import build_mlp, count_parameters
     from experiments.models.module import ExperimentModule
     from experiments.runtime import apply_threads, choose_threads, quiet_lightning_warnings
@@ -87,19 +91,34 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     if not any(isinstance(c, NanGuard) for c in callbacks):
         callbacks.append(NanGuard())
+    from experiments.checkpoints import RunStateCheckpoint, checked_checkpoint, log_checkpoints
+
+    callbacks.append(RunStateCheckpoint(OmegaConf.to_yaml(cfg, resolve=True)))  # RNG + run record, for resume
+    ckpt_path = checked_checkpoint(cfg.get("ckpt_path"), module)  # weights-only, and fits this model
     logger = None
     tags = {"dataset": datamodule.dataset_name, "task": datamodule.task, **{k: str(v) for k, v in cfg.tags.items()}}
     if cfg.logger is not None and cfg.logger.get("enabled", True):
-        logger = build_logger(cfg, run_name_for(cfg), tags)
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger or False)
+        from experiments.tracking.sweep_job import join_sweep_parent
 
-    if logger is not None and trainer.is_global_zero:
+        tags.update(join_sweep_parent(cfg))  # in a sweep: a child of its parent run, in the parent's store
+        logger = build_logger(cfg, run_name_for(cfg), tags)
+    trainer: pl.Trainer = build_trainer(cfg.trainer, callbacks, logger or False)  # hardware + launch checks
+
+    if logger is not None and trainer.is_global_zero and cfg.get("resume"):
+        from experiments.resume import record_continuation
+
+        record_continuation(logger, cfg, datamodule.fingerprint)
+    elif logger is not None and trainer.is_global_zero:
+        from experiments.tracking.dataset import log_dataset_input
+
         derived = {"model.n_params": n_params, "model.input_dim_resolved": datamodule.input_dim,
                    "runtime.threads": threads, **{f"data.{k}": v for k, v in datamodule.describe().items()}}
-        log_run_metadata(logger, cfg, derived, _hydra_overrides(), {"data.fingerprint": datamodule.fingerprint})
+        log_run_metadata(logger, cfg, derived, _hydra_overrides(),
+                         {"data.fingerprint": datamodule.fingerprint, "run_dir": str(cfg.paths.run_dir)})
+        log_dataset_input(logger.experiment, logger.run_id, datamodule, dict(cfg.data.get("options") or {}))
 
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True if ckpt_path else None)
         if trainer.interrupted:
             raise KeyboardInterrupt
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -114,15 +133,20 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
                 example = datamodule.tensors("val").tensors[0][:5]
                 log_trained_model(logger, Predictor(module.net, datamodule.task), example)
+            log_checkpoints(logger, trainer.checkpoint_callback, cfg.get("log_checkpoints", "none"))
             finish_run(logger, "FINISHED")
     except NonFiniteLossError as err:
         if logger is not None and trainer.is_global_zero:
             finish_run(logger, "FAILED", str(err))
         raise TrainingFailed(str(err)) from None
-    except (KeyboardInterrupt, SystemExit):
+    except (KeyboardInterrupt, SystemExit) as err:
         if logger is not None and trainer.is_global_zero:
             finish_run(logger, "KILLED", "interrupted")
-        raise
+        from experiments.resume import exit_for_interrupt, report_interruption
+
+        if trainer.is_global_zero:
+            report_interruption(logger, trainer.checkpoint_callback, cfg)
+        raise exit_for_interrupt(err) from None
     except BaseException as err:
         if logger is not None and trainer.is_global_zero:
             finish_run(logger, "FAILED", f"{type(err).__name__}: {err}")
@@ -148,10 +172,16 @@ def main(cfg: DictConfig) -> Any:
     from hydra.core.hydra_config import HydraConfig
 
     multirun = HydraConfig.get().mode.name == "MULTIRUN"
+    if multirun:
+        from experiments.tracking.sweep_job import finished_objective
+
+        reused = finished_objective(cfg)  # skip_finished=true: this point already has a FINISHED run
+        if reused is not None:
+            return reused
     try:
         metrics = train(cfg)
     except (UserError, TrainingFailed) as err:
-        if multirun:  # let the sweeper record this job as failed and go on
+        if multirun and not getattr(err, "stops_sweep", False):  # the sweeper records a failed job, goes on
             raise
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2 if isinstance(err, UserError) else 1)

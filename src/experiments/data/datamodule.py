@@ -9,6 +9,13 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from experiments.data.loader import batch_loader
+from experiments.data.placement import (
+    check_policy,
+    dataset_bytes,
+    free_device_bytes,
+    on_device,
+    should_keep_on_device,
+)
 from experiments.data.sources import TabularData, load_source
 from experiments.data.split import SplitArrays, fingerprint, split_data, standardize
 
@@ -27,6 +34,7 @@ class TabularDataModule(pl.LightningDataModule):
         eval_batch_size: int = 1024,
         split_seed: int = 0,
         shuffle_seed: int = 0,
+        keep_on_device: bool | str = "auto",
     ) -> None:
         super().__init__()
         fractions = {"train": 0.7, "val": 0.15, "test": 0.15, **(split or {})}
@@ -37,6 +45,8 @@ class TabularDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.shuffle_seed = shuffle_seed
+        check_policy(keep_on_device)
+        self.keep_on_device = keep_on_device
         self.fingerprint = fingerprint(self.source)
         self._tensors = {
             stage: TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
@@ -46,6 +56,22 @@ class TabularDataModule(pl.LightningDataModule):
                 "test": (self.arrays.x_test, self.arrays.y_test),
             }.items()
         }
+        self._loader_tensors = self._tensors  # replaced by device copies in `setup` when they fit
+
+    def setup(self, stage: str) -> None:
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        nbytes = dataset_bytes(self._tensors)
+        if should_keep_on_device(self.keep_on_device, device, nbytes, free_device_bytes(device)):
+            self._loader_tensors = on_device(self._tensors, device)
+
+    def teardown(self, stage: str) -> None:
+        self._loader_tensors = self._tensors
+
+    def _shard(self) -> dict[str, int]:
+        """This process's share of each split under DDP (the loaders shard per sample, see loader.py)."""
+        if self.trainer is None:
+            return {"num_replicas": 1, "rank": 0}
+        return {"num_replicas": self.trainer.world_size, "rank": self.trainer.global_rank}
 
     @property
     def task(self) -> str:
@@ -64,18 +90,22 @@ class TabularDataModule(pl.LightningDataModule):
         return self._tensors[stage]
 
     def train_dataloader(self) -> DataLoader:
-        return batch_loader(self._tensors["train"], self.batch_size, shuffle=True, seed=self.shuffle_seed)
+        return batch_loader(self._loader_tensors["train"], self.batch_size, shuffle=True, seed=self.shuffle_seed,
+                            **self._shard())
 
     def val_dataloader(self) -> list[DataLoader]:
         """Validation split first; then the training split again, evaluated in eval mode so the
         train/val gap compares like with like (no dropout, no input noise)."""
         return [
-            batch_loader(self._tensors["val"], self.eval_batch_size, shuffle=False, seed=0),
-            batch_loader(self._tensors["train"], self.eval_batch_size, shuffle=False, seed=0),
+            batch_loader(self._loader_tensors["val"], self.eval_batch_size, shuffle=False, seed=0,
+                         equal_steps=False, **self._shard()),
+            batch_loader(self._loader_tensors["train"], self.eval_batch_size, shuffle=False, seed=0,
+                         equal_steps=False, **self._shard()),
         ]
 
     def test_dataloader(self) -> DataLoader:
-        return batch_loader(self._tensors["test"], self.eval_batch_size, shuffle=False, seed=0)
+        return batch_loader(self._loader_tensors["test"], self.eval_batch_size, shuffle=False, seed=0,
+                            equal_steps=False, **self._shard())
 
     def describe(self) -> dict[str, Any]:
         """What a run records about its data (for params, tags and reproduction checks)."""
