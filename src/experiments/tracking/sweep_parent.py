@@ -1,0 +1,288 @@
+"""One MLflow parent run per multirun, opened by a Hydra Callback in the launching process.
+
+`on_multirun_start` runs before the sweeper and launcher exist: it creates (and migrates) the store and
+experiment once, so parallel jobs never race on a new sqlite file, opens or reopens the parent run and
+writes its id into the sweep dir, where every job finds it (`sweep_job.join_sweep_parent`).
+A sweep with a stable identity (`sweep_name`, or an Optuna study: storage + study name) reuses its
+parent, so extending it, resuming it, or running several workers of one study groups under one parent.
+
+Hydra calls `on_multirun_end` only when the sweeper returns; when it raises (Hydra's basic sweeper
+raises the first failed job's error) or the process gets SIGTERM/Ctrl-C, an atexit hook closes the
+parent as FAILED instead, so it is never left RUNNING by a sweep that stopped.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import shlex
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.errors import CompactHydraException
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from experiments.tracking.sweep_job import (
+    NAME_TAG,
+    ROLE_TAG,
+    SWEEP_TAG,
+    SweepLink,
+    objective_names,
+    override_key,
+    read_job_records,
+    record_job,
+)
+
+STUDY_TAG = "sweep.optuna_study"
+STORAGE_TAG = "sweep.optuna_storage"
+OPTUNA_SWEEPER_TARGET = "hydra_plugins.experiments_optuna_sweeper"
+_MAX_TAG = 5000
+
+
+class SweepConfigError(CompactHydraException, ValueError):
+    """A sweep setting the user must change; Hydra prints the message alone."""
+
+
+@dataclass(frozen=True)
+class OpenSweep:
+    link: SweepLink
+    sweep_dir: str
+    metric: str
+    mode: str
+
+
+class SweepParentCallback(Callback):
+    """Registered in `hydra.callbacks`; see the module docstring."""
+
+    def __init__(self) -> None:
+        self._open: OpenSweep | None = None  # only ever set in the launching process
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.get("logger") is None or not config.logger.get("enabled", True):
+            return
+        self._open = open_sweep_parent_run(config)
+        atexit.register(self._close_stopped_sweep)
+        _exit_cleanly_on_sigterm()
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self._open is not None:
+            opened, self._open = self._open, None
+            close_sweep_parent_run(opened)
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if config.hydra.mode is None or config.hydra.mode.name != "MULTIRUN":
+            return
+        status, error = "COMPLETED", None
+        if job_return.status != JobStatus.COMPLETED:
+            failure = getattr(job_return, "_return_value", None)
+            status = "PRUNED" if type(failure).__name__ == "TrialPruned" else "FAILED"
+            error = f"{type(failure).__name__}: {failure}"
+        record_job(str(config.hydra.sweep.dir), int(config.hydra.job.num), list(config.hydra.overrides.task),
+                   status, error)
+
+    def _close_stopped_sweep(self) -> None:
+        if self._open is not None:
+            opened, self._open = self._open, None
+            close_sweep_parent_run(opened, stopped="The sweep stopped before it ended (a job failed and the "
+                                                   "sweeper gave up, or the sweep was interrupted).")
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"_open": None}  # jobs in other processes never close the parent
+
+
+def _exit_cleanly_on_sigterm() -> None:
+    """SIGTERM (a cluster's or a user's kill) normally ends Python without atexit hooks; turn it into
+    SystemExit so the parent is closed. Only when nobody installed a handler already."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
+def _is_optuna(config: DictConfig) -> bool:
+    return OPTUNA_SWEEPER_TARGET in str(config.hydra.sweeper.get("_target_", ""))
+
+
+def _optuna_identity(config: DictConfig) -> dict[str, str]:
+    from hydra_plugins.experiments_optuna_sweeper._study import resolve_storage_url
+
+    sweeper = config.hydra.sweeper
+    storage = resolve_storage_url(sweeper.get("storage"), str(config.hydra.runtime.cwd))
+    return {STUDY_TAG: str(sweeper.get("study_name") or config.hydra.job.name), STORAGE_TAG: storage}
+
+
+def sweep_identity(config: DictConfig) -> dict[str, str]:
+    """Tags that find this sweep's parent again; empty for a one-off sweep (a new parent each time)."""
+    identity: dict[str, str] = {}
+    if config.get("sweep_name"):
+        identity[NAME_TAG] = str(config.sweep_name)
+    elif _is_optuna(config):
+        identity.update(_optuna_identity(config))
+    if config.get("skip_finished") and not identity:
+        raise SweepConfigError(
+            "skip_finished=true needs sweep_name=<name>, so the sweep's earlier runs can be found; "
+            "use the same sweep_name as the sweep you are extending."
+        )
+    return identity
+
+
+def search_space(config: DictConfig) -> dict[str, str]:
+    """Swept keys and their specs, from `hydra.sweeper.params` and sweep overrides on the command line."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    space = {str(key): str(value) for key, value in (config.hydra.sweeper.get("params") or {}).items()}
+    for override in OverridesParser.create().parse_overrides(list(config.hydra.overrides.task)):
+        if override.is_sweep_override():
+            space[override_key(override.input_line)] = override.input_line.split("=", 1)[1]
+    return space
+
+
+def objective_mode(config: DictConfig) -> str:
+    """`min`/`max` for the first objective: the Optuna direction when that sweeper runs, else monitor_mode."""
+    if _is_optuna(config):
+        direction = config.hydra.sweeper.get("direction", "minimize")
+        first = direction if isinstance(direction, str) else direction[0]
+        return "max" if str(first).lower() == "maximize" else "min"
+    return "max" if str(config.monitor_mode) == "max" else "min"
+
+
+def _command_line() -> str:
+    if os.environ.get("EXPERIMENTS_SUBCOMMAND") == "train":
+        return "experiments train " + shlex.join(sys.argv[1:])
+    return shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
+
+
+def _parent_tags(config: DictConfig, sweep_dir: str, space: dict[str, str]) -> dict[str, str]:
+    choices = config.hydra.runtime.get("choices") or {}
+    tags = {
+        ROLE_TAG: "parent",
+        "sweep.command": _command_line(),
+        "sweep.overrides": " ".join(config.hydra.overrides.task),
+        "sweep.search_space": json.dumps(space),
+        "sweep.sweeper": str(choices.get("hydra/sweeper", "")),
+        "sweep.launcher": str(choices.get("hydra/launcher", "")),
+        "sweep.dir": sweep_dir,
+    }
+    return {key: value[:_MAX_TAG] for key, value in tags.items()}
+
+
+def _parent_name(config: DictConfig, identity: dict[str, str], sweep_dir: str) -> str:
+    if NAME_TAG in identity:
+        return f"sweep {identity[NAME_TAG]}"
+    if STUDY_TAG in identity:
+        return f"optuna {identity[STUDY_TAG]}"
+    return "sweep " + " ".join(Path(sweep_dir).parts[-2:])
+
+
+def _store_lock(uri: str) -> Any:
+    """The lock `prepare_experiment` uses: one launching process at a time finds-or-creates a parent."""
+    import contextlib
+
+    from experiments.tracking.store import sqlite_path
+
+    db = sqlite_path(uri)
+    if db is None:
+        return contextlib.nullcontext()
+    from filelock import FileLock
+
+    return FileLock(str(db) + ".lock", timeout=300)
+
+
+def _find_parents(client: Any, experiment_id: str, identity: dict[str, str]) -> list[Any]:
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`{ROLE_TAG}` = 'parent'", max_results=50000)
+    found = [run for run in runs if all(run.data.tags.get(k) == v for k, v in identity.items())]
+    return sorted(found, key=lambda run: (run.info.start_time or 0, run.info.run_id))
+
+
+def _find_or_create_parent(client: Any, experiment_id: str, identity: dict[str, str], name: str,
+                           tags: dict[str, str]) -> tuple[str, bool]:
+    """(run id, reopened). Under the sqlite lock no two workers create one; on a server, two racing
+    workers may both create, and the later one deletes its own and joins the older parent."""
+    if identity:
+        found = _find_parents(client, experiment_id, identity)
+        if found:
+            run_id = found[0].info.run_id
+            client.update_run(run_id, status="RUNNING")
+            return run_id, True
+    run_id = client.create_run(experiment_id, run_name=name, tags={**tags, **identity}).info.run_id
+    if identity:
+        oldest = _find_parents(client, experiment_id, identity)[0].info.run_id
+        if oldest != run_id:
+            client.delete_run(run_id)
+            client.update_run(oldest, status="RUNNING")
+            return oldest, True
+    return run_id, False
+
+
+def open_sweep_parent_run(config: DictConfig) -> OpenSweep:
+    """Create the store and experiment if needed, open (or reopen) the parent, tell the jobs its id."""
+    from mlflow.entities import RunTag
+    from mlflow.tracking import MlflowClient
+
+    from experiments.tracking.store import prepare_experiment, resolve_tracking_uri
+
+    identity = sweep_identity(config)
+    uri = resolve_tracking_uri(config.logger.get("tracking_uri"), config.paths.output_dir)
+    experiment_name = str(config.logger.experiment_name)
+    experiment_id = prepare_experiment(uri, experiment_name)
+    sweep_dir = str(Path(str(config.hydra.sweep.dir)).absolute())
+    space = search_space(config)
+    tags = _parent_tags(config, sweep_dir, space)
+    client = MlflowClient(uri)
+    with _store_lock(uri):
+        run_id, reopened = _find_or_create_parent(client, experiment_id, identity,
+                                                  _parent_name(config, identity, sweep_dir), tags)
+    # A reopened parent shows the latest invocation's command line and search space.
+    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in {**tags, SWEEP_TAG: run_id}.items()])
+    link = SweepLink(tracking_uri=uri, experiment_id=experiment_id, experiment_name=experiment_name,
+                     parent_run_id=run_id, sweep_name=identity.get(NAME_TAG), search_keys=tuple(space))
+    link.write(sweep_dir)
+    print(f"Sweep parent run: {run_id} ({'continued' if reopened else 'new'}, experiment {experiment_name!r})",
+          flush=True)
+    return OpenSweep(link=link, sweep_dir=sweep_dir, metric=objective_names(config)[0], mode=objective_mode(config))
+
+
+def _summary_artifacts(sweep_dir: str) -> list[tuple[Path, str]]:
+    artifacts = [(Path(sweep_dir) / "multirun.yaml", "sweep")]
+    try:
+        from hydra_plugins.experiments_optuna_sweeper.summary_files import optuna_summary_files
+    except ImportError:
+        optuna_files: list[Path] = []
+    else:
+        optuna_files = optuna_summary_files(sweep_dir)
+    artifacts += [(path, "optuna") for path in optuna_files]
+    return [(path, folder) for path, folder in artifacts if path.is_file()]
+
+
+def close_sweep_parent_run(opened: OpenSweep, stopped: str | None = None) -> None:
+    """Record the summary and end the parent: FAILED when a job failed or the sweep stopped, else FINISHED.
+    Never raises: a sweep's own outcome must not be hidden by a tracking error at the very end."""
+    from experiments.tracking.sweep_summary import child_runs, record_summary, search_children, summarize
+
+    link = opened.link
+    status = "FAILED"
+    try:
+        children = child_runs(search_children(link.tracking_uri, link.experiment_id, link.parent_run_id),
+                              opened.metric)
+        summary = summarize(children, read_job_records(opened.sweep_dir), opened.metric, opened.mode)
+        reason = stopped
+        if reason is None and summary.failed_jobs:
+            reason = f"{summary.failed_jobs} of {summary.jobs} jobs failed."
+        status = "FAILED" if reason else "FINISHED"
+        record_summary(link.tracking_uri, link.parent_run_id, summary, status, reason,
+                       _summary_artifacts(opened.sweep_dir))
+        print(f"Sweep parent run {link.parent_run_id} {status}: {summary.headline()}.", flush=True)
+    except Exception as err:  # noqa: BLE001 — still end the run below
+        print(f"warning: could not record the sweep summary on parent run {link.parent_run_id}: {err}",
+              file=sys.stderr)
+        try:
+            from mlflow.tracking import MlflowClient
+
+            MlflowClient(link.tracking_uri).set_terminated(link.parent_run_id, status)
+        except Exception as again:  # noqa: BLE001
+            print(f"warning: parent run {link.parent_run_id} may be left RUNNING: {again}", file=sys.stderr)
