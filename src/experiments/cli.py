@@ -20,6 +20,8 @@ Train, sweep, compare and reproduce MLP experiments (Lightning + Hydra + MLflow)
 
 commands:
   train      train one model, or sweep with -m (Hydra overrides: key=value ...)
+  study      the overfitting study: baseline + every fix × seeds, then the comparison report
+  compare    compare fixes across seeds from MLflow (table, Markdown, CSV, plots)
   ui         open the MLflow UI on the project's tracking store
   help       show this message
 
@@ -28,6 +30,8 @@ examples:
   experiments train model.hidden_dims=[64,64] optimizer.lr=0.01 data=breast_cancer
   experiments train -m model.activation=relu,tanh optimizer.lr=1e-3,1e-2
   experiments train --help                            config groups and options
+  experiments study --seeds 3                         every overfitting fix, compared (docs/overfitting.md)
+  experiments compare --experiment overfitting
   experiments ui
 """
 
@@ -49,7 +53,20 @@ def _ui(args: list[str]) -> int:
     return ui_main(args)
 
 
+def _study(args: list[str]) -> int:
+    from experiments.study import main as study_main
+
+    return study_main(args)
+
+
+def _compare(args: list[str]) -> int:
+    from experiments.compare import main as compare_main
+
+    return compare_main(args)
+
+
 COMMANDS: dict[str, Callable[[list[str]], int]] = {"train": _train, "ui": _ui}
+COMMANDS.update({"study": _study, "compare": _compare})
 
 
 def main(argv: list[str] | None = None) -> None:

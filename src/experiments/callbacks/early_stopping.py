@@ -1,0 +1,99 @@
+"""Early stopping that hands back the best weights, as Keras' `restore_best_weights=True` does.
+
+Lightning's own `EarlyStopping` stops training but leaves the model at its *last* epoch, which is
+`patience` epochs past the best one and, when overfitting, measurably worse.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import EarlyStopping as LightningEarlyStopping
+from lightning.pytorch.utilities import rank_zero_info
+
+
+class EarlyStopping(LightningEarlyStopping):
+    """Lightning's `EarlyStopping` plus `restore_best_weights`; `patience=None` switches it off.
+
+    Keeping the switch-off inside the callback (like `LossThresholdStop(threshold=None)`) makes early
+    stopping one override away: `callbacks.early_stopping.patience=10`.
+
+    The best weights are a CPU copy of the module's `state_dict`, taken whenever the monitored value
+    improves by more than `min_delta` (the same rule that resets the patience counter), loaded back when
+    training ends, and kept in checkpoints so a resumed run can still restore them.
+    """
+
+    def __init__(
+        self,
+        monitor: str = "val/loss",
+        patience: int | None = None,
+        min_delta: float = 0.0,
+        mode: str = "min",
+        restore_best_weights: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        if patience is not None and int(patience) < 1:
+            from experiments.errors import UserError
+
+            raise UserError(f"callbacks.early_stopping.patience must be a positive integer or null, got {patience}.")
+        if float(min_delta) < 0:
+            from experiments.errors import UserError
+
+            raise UserError(f"callbacks.early_stopping.min_delta must be >= 0, got {min_delta}.")
+        super().__init__(monitor=monitor, patience=int(patience or 1), min_delta=float(min_delta), mode=mode,
+                         **kwargs)
+        self.enabled = patience is not None
+        self.restore_best_weights = bool(restore_best_weights)
+        self.best_epoch = -1
+        self._best_state: dict[str, torch.Tensor] | None = None
+        self._module: pl.LightningModule | None = None
+        self._epoch = 0
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        self._module = pl_module
+
+    def _run_early_stopping_check(self, trainer: pl.Trainer) -> None:
+        if not self.enabled:
+            return
+        self._epoch = trainer.current_epoch
+        super()._run_early_stopping_check(trainer)
+
+    def _evaluate_stopping_criteria(self, current: torch.Tensor) -> tuple[bool, str | None]:
+        previous_best = self.best_score
+        should_stop, reason = super()._evaluate_stopping_criteria(current)
+        if self.best_score is not previous_best:  # the parent replaces best_score only on an improvement
+            self.best_epoch = self._epoch
+            if self.restore_best_weights and self._module is not None:
+                self._best_state = {k: v.detach().to("cpu", copy=True) for k, v in self._module.state_dict().items()}
+        return should_stop, reason
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.enabled:
+            return
+        if self.restore_best_weights and self._best_state is not None:
+            pl_module.load_state_dict(self._best_state)
+            rank_zero_info(f"Early stopping: restored the weights of epoch {self.best_epoch} "
+                           f"({self.monitor}={float(self.best_score):.4f}).")
+        if trainer.logger is not None and trainer.is_global_zero:
+            last = trainer.current_epoch - 1 if trainer.current_epoch > 0 else 0
+            trainer.logger.log_metrics(
+                {"early_stopping/best_epoch": float(self.best_epoch),
+                 "early_stopping/stopped_epoch": float(self.stopped_epoch or last),
+                 "early_stopping/restored": float(self.restore_best_weights and self._best_state is not None)},
+                step=last,
+            )
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["best_epoch"] = self.best_epoch
+        state["best_state"] = copy.copy(self._best_state)
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self.best_epoch = int(state_dict.get("best_epoch", -1))
+        self._best_state = state_dict.get("best_state")

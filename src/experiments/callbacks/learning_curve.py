@@ -1,0 +1,78 @@
+"""A learning-curve PNG per run: train vs val loss and main metric per epoch, logged to MLflow."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.loggers import MLFlowLogger
+
+
+class LearningCurvePlot(pl.Callback):
+    """Records the epoch-end `train/*` and `val/*` values and draws them when training ends.
+
+    The training-set values are the eval-mode pass over the training split (see `ExperimentModule`), so
+    the distance between the two lines is the generalization gap. The history is part of the callback's
+    checkpoint state, so a resumed run still plots every epoch. The PNG goes to the run's MLflow
+    artifacts under `artifact_path`; without an MLflow logger it is written to the trainer's root dir.
+    """
+
+    def __init__(self, filename: str = "learning_curve.png", artifact_path: str = "plots") -> None:
+        self.filename = filename
+        self.artifact_path = artifact_path
+        self.history: dict[str, dict[int, float]] = {}
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        metric = getattr(pl_module, "main_metric", "acc")
+        for key in ("train/loss", "val/loss", f"train/{metric}", f"val/{metric}"):
+            value = trainer.callback_metrics.get(key)
+            if value is not None:
+                self.history.setdefault(key, {})[trainer.current_epoch] = float(value)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero or not self.history:
+            return
+        metric = getattr(pl_module, "main_metric", "acc")
+        mlflow_logger = next((lg for lg in trainer.loggers if isinstance(lg, MLFlowLogger)), None)
+        if mlflow_logger is None:
+            plot_learning_curve(self.history, metric, Path(trainer.default_root_dir) / self.filename)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            path = plot_learning_curve(self.history, metric, Path(tmp) / self.filename)
+            mlflow_logger.experiment.log_artifact(mlflow_logger.run_id, str(path), self.artifact_path)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": {k: dict(v) for k, v in self.history.items()}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = {k: {int(e): float(x) for e, x in v.items()} for k, v in state_dict.get("history", {}).items()}
+
+
+def plot_learning_curve(history: dict[str, dict[int, float]], metric: str, path: Path) -> Path:
+    """Two panels, loss and `metric`, each with the train and val line per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed, and the fastest backend to render a PNG
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), dpi=100)
+    for ax, name in zip(axes, ("loss", metric)):
+        for split in ("train", "val"):
+            series = history.get(f"{split}/{name}", {})
+            if series:
+                epochs = sorted(series)
+                ax.plot(epochs, [series[e] for e in epochs], label=split, marker="." if len(epochs) < 30 else None)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle("learning curve (train split measured in eval mode)", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -1,0 +1,97 @@
+"""The per-fix comparison: what is measured on each run, summarized over seeds, and against the baseline."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from experiments.report.runs import RunRecord
+from experiments.report.stats import Estimate, estimate, paired_difference
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """One number per run, e.g. the final generalization gap; `lower_is_better` orients the verdict."""
+
+    key: str
+    label: str
+    measure: Callable[[RunRecord], float]
+    lower_is_better: bool
+    compare_to_baseline: bool = True
+
+
+def _best(record: RunRecord, key: str, lowest: bool) -> float:
+    curve = record.curves.get(key)
+    if not curve:
+        return record.last(key)
+    return min(curve.values()) if lowest else max(curve.values())
+
+
+def quantities(main: str) -> list[Quantity]:
+    """What the report shows; `main` is the task's main metric (acc, or r2 for regression)."""
+    return [
+        Quantity("best_val_loss", "best val loss",
+                 lambda r: r.metrics.get("val/loss_best", _best(r, "val/loss", lowest=True)), True),
+        Quantity(f"best_val_{main}", f"best val {main}", lambda r: _best(r, f"val/{main}", lowest=False), False),
+        Quantity("best_epoch", "epoch of best val loss", lambda r: r.last("val/loss_best_epoch"), True,
+                 compare_to_baseline=False),
+        Quantity("final_gap_loss", "final gap loss (val-train)", lambda r: r.last("gap/loss"), True),
+        Quantity(f"final_gap_{main}", f"final gap {main} (train-val)", lambda r: r.last(f"gap/{main}"), True),
+    ]
+
+
+@dataclass
+class GroupRow:
+    """One fix: its runs, each quantity over seeds, and the paired difference to the baseline."""
+
+    group: str
+    records: list[RunRecord]
+    values: dict[str, Estimate]
+    vs_baseline: dict[str, Estimate]
+
+    @property
+    def seeds(self) -> list[str]:
+        return sorted(r.seed for r in self.records)
+
+
+def build_rows(records: list[RunRecord], main: str, baseline: str | None) -> list[GroupRow]:
+    """Rows ordered baseline first, then by mean final loss gap (smallest first)."""
+    groups: dict[str, list[RunRecord]] = {}
+    for record in records:
+        groups.setdefault(record.group, []).append(record)
+    measured = {name: {q.key: {r.seed: q.measure(r) for r in runs} for q in quantities(main)}
+                for name, runs in groups.items()}
+    rows = []
+    for name, runs in groups.items():
+        values = {q.key: estimate(list(measured[name][q.key].values())) for q in quantities(main)}
+        vs = {}
+        if baseline in groups and name != baseline:
+            vs = {q.key: paired_difference(measured[name][q.key], measured[baseline][q.key])
+                  for q in quantities(main) if q.compare_to_baseline}
+        rows.append(GroupRow(name, sorted(runs, key=lambda r: r.seed), values, vs))
+
+    def order(row: GroupRow) -> tuple[int, float]:
+        gap = row.values["final_gap_loss"].mean
+        return (0 if row.group == baseline else 1, gap if math.isfinite(gap) else math.inf)
+
+    return sorted(rows, key=order)
+
+
+def verdict(row: GroupRow, key: str, lower_is_better: bool) -> str:
+    """`better` / `worse` when the paired interval excludes 0, `unclear` otherwise, '' for the baseline."""
+    diff = row.vs_baseline.get(key)
+    if diff is None or diff.n == 0:
+        return ""
+    if not diff.excludes_zero():
+        return "unclear"
+    return "better" if (diff.mean < 0) == lower_is_better else "worse"
+
+
+def main_metric_of(records: list[RunRecord]) -> str:
+    """`acc` for classification runs, `r2` for regression, read from the gap the runs logged."""
+    for record in records:
+        for key in record.metrics:
+            if key.startswith("gap/") and key != "gap/loss":
+                return key.split("/", 1)[1]
+    return "acc"
