@@ -1,0 +1,207 @@
+"""The sweep loop: ask a batch of trials, launch them through Hydra's launcher, tell the results."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+from optuna.trial import Trial, TrialState
+
+from . import _study
+from ._report import write_summary
+from ._search_space import SearchSpace, format_value, grid_values, parse_search_space, quote
+from .errors import SweeperConfigError, SweepFailedError
+from .trial_link import OVERRIDE_KEY
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Outcome:
+    state: TrialState
+    values: list[float] | None = None
+    reason: str | None = None
+
+
+class OptunaSweeperImpl:
+    def __init__(self, conf: DictConfig) -> None:
+        self.conf = conf
+        self.launcher: Launcher | None = None
+        self.config: DictConfig | None = None
+        self.summary_files: list[Path] = []
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        # Validate here, not in __init__: errors raised inside Hydra's instantiate() get wrapped in
+        # a multi-line InstantiationException instead of reaching the user as one sentence.
+        self._validate()
+        self.config = config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            config=config, hydra_context=hydra_context, task_function=task_function
+        )
+        # absolute now: a job may chdir into its own dir while the sweeper still runs
+        self.sweep_dir = str(Path(str(config.hydra.sweep.dir)).absolute())
+        self.storage = _study.resolve_storage_url(self.conf.storage, str(config.hydra.runtime.cwd))
+        self.study_name = str(self.conf.study_name or config.hydra.job.name)
+
+    def _validate(self) -> None:
+        conf = self.conf
+        self.directions = _study.directions_of(conf.direction)
+        if conf.sampler not in _study.SAMPLERS:
+            raise SweeperConfigError(
+                f"hydra.sweeper.sampler must be one of {', '.join(_study.SAMPLERS)}, got {conf.sampler!r}."
+            )
+        if conf.n_trials < 0 or conf.n_jobs < 1:
+            raise SweeperConfigError("hydra.sweeper.n_trials must be >= 0 and hydra.sweeper.n_jobs >= 1.")
+        if conf.total_trials is not None and conf.total_trials < 1:
+            raise SweeperConfigError("hydra.sweeper.total_trials must be null or >= 1.")
+        if not 0.0 <= conf.max_failure_rate <= 1.0:
+            raise SweeperConfigError("hydra.sweeper.max_failure_rate must be between 0.0 and 1.0.")
+        self.pruner_cfg = _study.pruner_settings(conf.pruner, conf.n_startup_trials, conf.n_warmup_steps)
+
+    def sweep(self, arguments: list[str]) -> None:
+        assert self.launcher is not None and self.config is not None
+        space = parse_search_space(self._params_overrides() + list(arguments))
+        grid = None
+        if self.conf.sampler == "grid":
+            grid = {k: grid_values(k, d) for k, d in space.distributions.items()}
+        kwargs = OmegaConf.to_container(self.conf.sampler_kwargs, resolve=True)
+        assert isinstance(kwargs, dict)
+        sampler = _study.build_sampler(self.conf.sampler, self.conf.seed, kwargs, grid, len(self.directions))
+        study = _study.create_or_load_study(
+            self.storage, self.study_name, self.directions, sampler, self.pruner_cfg
+        )
+        bound = self.conf.total_trials
+        if grid is not None:
+            grid_size = math.prod(len(v) for v in grid.values())
+            bound = grid_size if bound is None else min(bound, grid_size)
+        log.info(
+            "Optuna study %r in %s: sampler=%s, directions=%s, n_trials=%d, n_jobs=%d",
+            self.study_name, self.storage, self.conf.sampler, self.directions, self.conf.n_trials, self.conf.n_jobs,
+        )  # fmt: skip
+
+        counts = {"launched": 0, "complete": 0, "pruned": 0, "failed": 0}
+        try:
+            while counts["launched"] < self.conf.n_trials:
+                batch = min(self.conf.n_jobs, self.conf.n_trials - counts["launched"])
+                trials = self._ask(study, space, batch, bound)
+                if not trials:
+                    log.info(
+                        "Study %r already holds its bound of %s trials; stopping.", self.study_name, bound
+                    )
+                    break
+                self._run_batch(study, trials, space, counts)
+                self._check_failures(counts)
+        except BaseException:
+            try:
+                self.summary_files = write_summary(study, self.sweep_dir, counts)
+            except Exception as e:  # noqa: BLE001 — keep the original error in front of the user
+                log.warning("Could not write the Optuna summary: %s", e)
+            raise
+        self.summary_files = write_summary(study, self.sweep_dir, counts)
+
+    def _run_batch(
+        self, study: optuna.Study, trials: list[Trial], space: SearchSpace, counts: dict[str, int]
+    ) -> None:
+        told: set[int] = set()
+        try:
+            overrides = self._job_overrides(trials, space)
+            returns = self.launcher.launch(overrides, initial_job_idx=trials[0].number)  # type: ignore[union-attr]
+            for trial, ret in zip(trials, returns):
+                outcome = self._outcome(trial, ret)
+                if outcome.reason:
+                    trial.set_user_attr("fail_reason", outcome.reason)
+                study.tell(trial, values=outcome.values, state=outcome.state)
+                told.add(trial.number)
+                key = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned"}.get(
+                    outcome.state, "failed"
+                )
+                counts[key] += 1
+        finally:
+            # A launcher error or Ctrl-C must not leave trials RUNNING forever: they would count
+            # against total_trials and hide grid points from later workers.
+            for trial in trials:
+                if trial.number not in told:
+                    study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            counts["launched"] += len(trials)
+
+    def _params_overrides(self) -> list[str]:
+        params = self.conf.params or {}
+        return [f"{k}={v}" for k, v in params.items()]
+
+    def _ask(self, study: optuna.Study, space: SearchSpace, batch: int, bound: int | None) -> list[Trial]:
+        """Ask up to `batch` trials. With a bound, counting and asking happen under the storage lock so
+        concurrent workers cannot overshoot it (exact for sqlite; best effort for server databases)."""
+        if bound is None:
+            return [study.ask(space.distributions) for _ in range(batch)]
+        with _study.storage_lock(self.storage):
+            room = bound - len(study.get_trials(deepcopy=False))
+            return [study.ask(space.distributions) for _ in range(max(0, min(batch, room)))]
+
+    def _job_overrides(self, trials: Sequence[Trial], space: SearchSpace) -> list[list[str]]:
+        link = [
+            f"++{OVERRIDE_KEY}.storage={quote(self.storage)}",
+            f"++{OVERRIDE_KEY}.study_name={quote(self.study_name)}",
+        ]
+        return [
+            [f"{k}={format_value(v)}" for k, v in t.params.items()]
+            + list(space.fixed.values())
+            + link
+            + [f"++{OVERRIDE_KEY}.trial_number={t.number}"]
+            for t in trials
+        ]
+
+    def _outcome(self, trial: Trial, ret: JobReturn) -> Outcome:
+        if ret.status != JobStatus.COMPLETED:
+            # The job's exception, read directly: `ret.return_value` would re-raise it and print
+            # "Error executing job" even for a pruned trial.
+            error = ret._return_value
+            if isinstance(error, optuna.TrialPruned):
+                log.info("Trial %d pruned: %s", trial.number, error)
+                return Outcome(TrialState.PRUNED)
+            if isinstance(error, BaseException):
+                log.warning(
+                    "Trial %d failed: %s: %s", trial.number, type(error).__name__, error, exc_info=error
+                )
+                return Outcome(TrialState.FAIL, reason=f"{type(error).__name__}: {error}")
+            return Outcome(TrialState.FAIL, reason=f"job status {ret.status.name}")
+        values, reason = _objective_values(ret.return_value, len(self.directions))
+        if values is None:
+            log.warning("Trial %d failed: %s", trial.number, reason)
+            return Outcome(TrialState.FAIL, reason=reason)
+        return Outcome(TrialState.COMPLETE, values=values)
+
+    def _check_failures(self, counts: dict[str, int]) -> None:
+        # Rated against this invocation's n_trials, so early failures do not stop a sweep that can
+        # still end below the rate, while a sweep bound to exceed it stops as soon as that is certain.
+        limit = self.conf.max_failure_rate * self.conf.n_trials
+        if counts["failed"] > limit:
+            raise SweepFailedError(
+                f"Optuna sweep stopped: {counts['failed']} of {counts['launched']} trials failed, more than "
+                f"max_failure_rate={self.conf.max_failure_rate} of n_trials={self.conf.n_trials} allows; "
+                "see the trial errors above (or raise hydra.sweeper.max_failure_rate)."
+            )
+
+
+def _objective_values(value: Any, n_objectives: int) -> tuple[list[float] | None, str | None]:
+    """The task's return value as floats, or None with the reason (None, NaN, wrong shape)."""
+    is_seq = isinstance(value, Sequence) and not isinstance(value, (str, bytes))
+    raw = list(value) if is_seq else [value]
+    if len(raw) != n_objectives:
+        return None, f"the task returned {value!r}; expected {n_objectives} objective value(s)"
+    try:
+        floats = [float(v) for v in raw]
+    except (TypeError, ValueError):
+        return None, f"the task returned {value!r}, which is not a number"
+    if any(math.isnan(v) for v in floats):
+        return None, f"the task returned NaN ({value!r})"
+    return floats, None
