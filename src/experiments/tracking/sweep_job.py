@@ -108,14 +108,16 @@ def point_of(overrides: Iterable[str]) -> str:
     return " ".join(sorted(f"{o.get_key_element()}={_canonical_value(o.value())}" for o in parsed))
 
 
-def short_point(point: str, search_keys: Iterable[str]) -> str:
-    """The swept part of a point, with short keys, for run names: `activation=tanh lr=0.01`."""
+def swept_part(point: str, search_keys: Iterable[str], short: bool = False) -> str:
+    """The swept overrides of a point: `model.activation=tanh optimizer.lr=0.01`, or with `short` keys
+    for run names: `activation=tanh lr=0.01`."""
     keys = set(search_keys)
     parts = []
-    for item in point.split(" "):
+    for item in point.split(" ") if point else []:
         key, _, value = item.partition("=")
-        if key.lstrip("+~") in keys:
-            parts.append(f"{key.lstrip('+~').split('.')[-1]}={value}")
+        key = key.lstrip("+~")
+        if key in keys:
+            parts.append(f"{key.split('.')[-1] if short else key}={value}")
     return " ".join(parts)
 
 
@@ -129,7 +131,7 @@ def join_sweep_parent(cfg: DictConfig) -> dict[str, str]:
     with open_dict(cfg):
         cfg.logger.tracking_uri = link.tracking_uri
         cfg.logger.experiment_name = link.experiment_name
-        swept = short_point(point, link.search_keys)
+        swept = swept_part(point, link.search_keys, short=True)
         if not cfg.logger.get("run_name") and swept:
             from experiments.train import run_name_for
 

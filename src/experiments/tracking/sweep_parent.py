@@ -268,7 +268,7 @@ def close_sweep_parent_run(opened: OpenSweep, stopped: str | None = None) -> Non
     status = "FAILED"
     try:
         children = child_runs(search_children(link.tracking_uri, link.experiment_id, link.parent_run_id),
-                              opened.metric)
+                              opened.metric, link.search_keys)
         summary = summarize(children, read_job_records(opened.sweep_dir), opened.metric, opened.mode)
         reason = stopped
         if reason is None and summary.failed_jobs:

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from experiments.tracking.sweep_job import PARENT_TAG, POINT_TAG
+from experiments.tracking.sweep_job import PARENT_TAG, POINT_TAG, swept_part
 
 FAILURE_REASON_TAG = "failure_reason"  # same tag the training runs use (tracking/run.py)
 
@@ -20,7 +20,8 @@ class ChildRun:
     run_id: str
     run_name: str
     status: str
-    point: str
+    point: str  # all overrides of the job
+    params: str  # the swept ones: what distinguishes it from its siblings
     metric: float | None
     pruned: bool = False
 
@@ -68,13 +69,14 @@ def _is_pruned(run: Any) -> bool:
     return tags.get("optuna.state") == "PRUNED" or tags.get(FAILURE_REASON_TAG, "").startswith("TrialPruned")
 
 
-def child_runs(runs: Sequence[Any], metric: str) -> list[ChildRun]:
+def child_runs(runs: Sequence[Any], metric: str, search_keys: Sequence[str]) -> list[ChildRun]:
     children = []
     for run in runs:
         value = run.data.metrics.get(metric)
+        point = run.data.tags.get(POINT_TAG, "")
         children.append(ChildRun(
             run_id=run.info.run_id, run_name=run.info.run_name or "", status=run.info.status,
-            point=run.data.tags.get(POINT_TAG, ""),
+            point=point, params=swept_part(point, search_keys),
             metric=value if value is not None and math.isfinite(value) else None, pruned=_is_pruned(run),
         ))
     return children
@@ -114,7 +116,7 @@ def _note(summary: SweepSummary, status: str, reason: str | None) -> str:
     if reason:
         lines.append(f"\n{reason}")
     if summary.best is not None:
-        lines.append(f"\nBest child: `{summary.best.run_id}` — `{summary.best.point}`")
+        lines.append(f"\nBest child: `{summary.best.run_id}` — `{summary.best.params or summary.best.point}`")
     if summary.failures:
         lines.append("\nFailed jobs:\n" + "\n".join(f"- {failure[:500]}" for failure in summary.failures[:20]))
     return "\n".join(lines)
@@ -138,7 +140,7 @@ def record_summary(tracking_uri: str, parent_run_id: str, summary: SweepSummary,
     if summary.best is not None:
         metrics.append(Metric(f"sweep/best/{summary.metric}", float(summary.best.metric or 0.0), now, 0))
         tags.update({"sweep.best_run_id": summary.best.run_id, "sweep.best_run_name": summary.best.run_name,
-                     "sweep.best_params": summary.best.point,
+                     "sweep.best_params": summary.best.params or summary.best.point,
                      "sweep.best_metric": f"{summary.metric}={summary.best.metric!r}"})
     if reason:
         tags[FAILURE_REASON_TAG] = reason[:5000]

@@ -1,0 +1,165 @@
+"""Sweeps end to end: real `experiments train -m` processes, real launchers, a real sqlite MLflow store."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import multiprocessing
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import FAST, run_cli, store_uri
+
+pytestmark = pytest.mark.e2e
+
+# Two short epochs on 300 rows, no model artifact: the sweep machinery is under test, not the training.
+QUICK = [*FAST, "trainer.max_epochs=2", "logger.log_model=false", "data.options.n_samples=300"]
+METRIC = "val/loss_best"
+
+
+def sweep(outputs: Path, cwd: Path, *args: str) -> Any:
+    return run_cli(["train", "-m", f"paths.output_dir={outputs}", *QUICK, *args], cwd=cwd)
+
+
+def parent_and_children(outputs: Path) -> tuple[MlflowClient, Any, list[Any]]:
+    """The one parent run in the store and its children; fails if there are several parents."""
+    client = MlflowClient(store_uri(outputs))
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=1000)
+    parents = [run for run in runs if run.data.tags.get("sweep.role") == "parent"]
+    assert len(parents) == 1, [(run.info.run_name, run.info.status) for run in parents]
+    parent = parents[0]
+    children = [run for run in runs if run is not parent]
+    for child in children:
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id, child.info.run_name
+        assert child.data.tags["sweep"] == parent.info.run_id
+        assert child.info.experiment_id == parent.info.experiment_id
+    return client, parent, children
+
+
+def test_grid_sweep_is_one_parent_with_a_finished_child_per_point(tmp_path: Path, outputs: Path) -> None:
+    result = sweep(outputs, tmp_path, "model.activation=relu,tanh", "optimizer.lr=1e-3,1e-2")
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    client, parent, children = parent_and_children(outputs)
+    assert parent.info.status == "FINISHED"
+    assert "model.activation=relu,tanh optimizer.lr=1e-3,1e-2" in parent.data.tags["sweep.command"]
+    assert json.loads(parent.data.tags["sweep.search_space"]) == {"model.activation": "relu,tanh",
+                                                                  "optimizer.lr": "1e-3,1e-2"}
+    assert sorted(c.info.status for c in children) == ["FINISHED"] * 4
+    points = sorted((c.data.params["model.activation"], c.data.params["optimizer.lr"]) for c in children)
+    assert points == sorted(itertools.product(["relu", "tanh"], ["0.001", "0.01"]))
+
+    # The summary names the child with the lowest val/loss_best, as monitor_mode=min asks.
+    best = min(children, key=lambda c: c.data.metrics[METRIC])
+    tags, metrics = parent.data.tags, parent.data.metrics
+    assert tags["sweep.best_run_id"] == best.info.run_id
+    assert tags["sweep.best_params"] == (f"model.activation={best.data.params['model.activation']} "
+                                         f"optimizer.lr={best.data.params['optimizer.lr']}")
+    assert metrics[f"sweep/best/{METRIC}"] == pytest.approx(best.data.metrics[METRIC])
+    assert (metrics["sweep/jobs"], metrics["sweep/failed_jobs"], metrics["sweep/children"]) == (4, 0, 4)
+    assert {a.path for a in client.list_artifacts(parent.info.run_id, "sweep")} >= {"sweep/summary.json",
+                                                                                  "sweep/multirun.yaml"}
+
+
+def test_a_failing_job_ends_the_parent_failed_never_running(tmp_path: Path, outputs: Path) -> None:
+    result = sweep(outputs, tmp_path, "model.activation=relu,relux")
+    assert result.returncode != 0
+    assert "model.activation='relux' is not known" in result.stderr + result.stdout
+
+    _, parent, children = parent_and_children(outputs)
+    assert parent.info.status == "FAILED"
+    assert parent.data.metrics["sweep/failed_jobs"] == 1 and parent.data.metrics["sweep/jobs"] == 2
+    assert "model.activation=relux" in parent.data.tags["mlflow.note.content"]
+    assert [(c.data.params["model.activation"], c.info.status) for c in children] == [("relu", "FINISHED")]
+
+
+def test_extending_a_named_grid_trains_only_the_new_points(tmp_path: Path, outputs: Path) -> None:
+    first = sweep(outputs, tmp_path, "sweep_name=ext", "optimizer.lr=1e-3,1e-2")
+    assert first.returncode == 0, first.stderr[-3000:]
+    _, _, before = parent_and_children(outputs)
+
+    # Same points spelled differently, plus one new value.
+    wider = sweep(outputs, tmp_path, "sweep_name=ext", "skip_finished=true", "optimizer.lr=0.001,0.01,0.1")
+    assert wider.returncode == 0, wider.stderr[-3000:]
+    assert wider.stdout.count("Skipping") == 2
+
+    _, parent, after = parent_and_children(outputs)
+    assert parent.info.status == "FINISHED"
+    new = [c for c in after if c.info.run_id not in {b.info.run_id for b in before}]
+    assert [c.data.params["optimizer.lr"] for c in new] == ["0.1"]
+    assert (parent.data.metrics["sweep/jobs"], parent.data.metrics["sweep/skipped_jobs"]) == (3, 2)
+    assert parent.data.metrics["sweep/children"] == 3
+
+
+def _assert_complete_children(client: MlflowClient, children: list[Any], seeds: list[str]) -> None:
+    assert sorted(c.data.params["seed"] for c in children) == sorted(seeds)  # none missing, none twice
+    for child in children:
+        assert child.info.status == "FINISHED"
+        history = client.get_metric_history(child.info.run_id, "val/loss")
+        assert sorted(m.step for m in history) == [0, 1]
+        assert "test/loss" in child.data.metrics
+
+
+def test_joblib_runs_six_jobs_on_two_workers_under_one_parent(tmp_path: Path, outputs: Path) -> None:
+    seeds = ["1", "2", "3", "4", "5", "6"]
+    result = sweep(outputs, tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"seed={','.join(seeds)}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, parent, children = parent_and_children(outputs)
+    assert parent.info.status == "FINISHED" and parent.data.tags["sweep.launcher"] == "joblib"
+    _assert_complete_children(client, children, seeds)
+
+
+def test_submitit_local_runs_jobs_as_children_of_one_parent(tmp_path: Path, outputs: Path) -> None:
+    result = sweep(outputs, tmp_path, "hydra/launcher=submitit_local", "seed=1,2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, parent, children = parent_and_children(outputs)
+    assert parent.info.status == "FINISHED" and parent.data.tags["sweep.launcher"] == "submitit_local"
+    _assert_complete_children(client, children, ["1", "2"])
+
+
+STEPS, METRICS_PER_STEP, PARAMS = 50, 40, 60
+
+
+def _log_one_run(uri: str, worker: int, start: Any) -> None:
+    """What a job does to the store: create the experiment if needed, params, per-step metric batches."""
+    from mlflow.entities import Metric, Param
+
+    from experiments.tracking.store import prepare_experiment
+
+    start.wait()
+    experiment_id = prepare_experiment(uri, "stress")
+    client = MlflowClient(uri)
+    run_id = client.create_run(experiment_id, run_name=f"worker-{worker}").info.run_id
+    client.log_batch(run_id, params=[Param(f"p{i}", str(i)) for i in range(PARAMS)])
+    for step in range(STEPS):
+        now = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[Metric(f"m{i}", step * 0.5, now, step) for i in range(METRICS_PER_STEP)])
+    client.set_terminated(run_id, "FINISHED")
+
+
+def test_parallel_processes_lose_nothing_in_one_new_sqlite_store(tmp_path: Path) -> None:
+    """Four processes open a store that does not exist yet and log at the same time (measured: MLflow's
+    20 s sqlite busy timeout absorbs the contention, so no retry layer is needed; the store lock
+    prevents the schema-migration race)."""
+    uri = f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    context = multiprocessing.get_context("spawn")
+    start = context.Event()
+    workers = [context.Process(target=_log_one_run, args=(uri, worker, start)) for worker in range(4)]
+    for process in workers:
+        process.start()
+    start.set()
+    for process in workers:
+        process.join(timeout=300)
+    assert [process.exitcode for process in workers] == [0, 0, 0, 0]
+
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("stress").experiment_id])
+    assert sorted(run.info.run_name for run in runs) == [f"worker-{w}" for w in range(4)]
+    for run in runs:
+        assert run.info.status == "FINISHED" and len(run.data.params) == PARAMS
+        for i in range(METRICS_PER_STEP):
+            assert [m.step for m in client.get_metric_history(run.info.run_id, f"m{i}")] == list(range(STEPS))
