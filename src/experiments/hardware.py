@@ -72,6 +72,15 @@ def _in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def externally_started(environ: Any = os.environ) -> tuple[str, int] | None:
+    """(launcher, process count) when torchrun or SLURM started this process as one of several."""
+    if "TORCHELASTIC_RUN_ID" in environ:
+        return "torchrun", int(environ.get("WORLD_SIZE", "1"))
+    if environ.get("SLURM_JOB_NAME") not in (None, "bash", "interactive") and "SLURM_NTASKS" in environ:
+        return "SLURM", int(environ["SLURM_NTASKS"])
+    return None
+
+
 def check_launch(trainer: Any, multirun: bool) -> None:
     """Refuse launches that would crash or hang after the run is already open in MLflow."""
     # Private in name, but the class that marks "Lightning re-runs sys.argv for each extra local rank".
@@ -86,6 +95,14 @@ def check_launch(trainer: Any, multirun: bool) -> None:
             "trainer.strategy=ddp re-executes the command once per extra device, which cannot work inside a "
             "Hydra multirun (-m); sweep with trainer=ddp_spawn (e.g. trainer=ddp_spawn trainer.accelerator=cpu "
             "trainer.devices=2), or on SLURM with hydra/launcher=slurm."
+        )
+    started = externally_started()
+    if started is not None and started[1] > 1 and started[1] != trainer.world_size:
+        launcher, count = started
+        raise UserError(
+            f"{launcher} started {count} processes, but trainer.num_nodes × trainer.devices = {trainer.num_nodes} "
+            f"× {trainer.num_devices}; make them match, e.g. trainer=multinode trainer.num_nodes=N "
+            "trainer.devices=<processes per node>."
         )
     if trainer.num_nodes > 1 and not external and not any(v in os.environ for v in _MANUAL_MULTINODE_VARS):
         raise UserError(
