@@ -57,13 +57,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
     from hydra.utils import instantiate
 
     from experiments.callbacks.nan_guard import NanGuard, NonFiniteLossError
-    from experiments.hardware import build_trainer
+    from experiments.hardware import build_trainer, check_hardware
     from experiments.models.mlp import build_mlp, count_parameters
     from experiments.models.module import ExperimentModule
     from experiments.runtime import apply_threads, choose_threads, quiet_lightning_warnings
     from experiments.tracking.run import build_logger, finish_run, log_run_metadata, log_trained_model
 
     quiet_lightning_warnings()
+    check_hardware(cfg.trainer)  # a missing GPU/TPU is reported before the MLflow store is touched
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data, _convert_="all")
     if cfg.model.input_dim is not None and cfg.model.input_dim != datamodule.input_dim:
