@@ -89,7 +89,9 @@ def main(argv: list[str]) -> int:
     presets = ",".join(f"{PRESET_GROUP}/{fix}" for fix in args.fixes)
     seeds = ",".join(str(s) for s in range(1, args.seeds + 1))
     command = [sys.executable, "-m", "experiments", "train", "-m", f"experiment={presets}", f"seed={seeds}",
-               f"++tags.{STUDY_TAG}={study_id}", f"logger.tracking_uri={uri}", *QUIET, *overrides]
+               f"++tags.{STUDY_TAG}={study_id}", f"sweep_name=overfitting-study-{study_id}",
+               # The sweep parent opens before any preset applies: name the store and experiment for it.
+               f"logger.tracking_uri={uri}", f"logger.experiment_name={experiment}", *QUIET, *overrides]
     print(f"Study {study_id}: {len(args.fixes)} presets × {args.seeds} seeds = {len(args.fixes) * args.seeds} runs "
           f"into {uri} (experiment {experiment!r})", flush=True)
     env = {**os.environ}

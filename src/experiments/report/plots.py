@@ -54,7 +54,7 @@ def plot_val_curves(rows: list[GroupRow], baseline: str | None, path: Path, key:
             if not epochs:
                 continue
             line, = ax.plot(epochs, mean, style, color="C0" if curve == key else "C1", lw=1.4,
-                            label=curve.split("/")[0])
+                            label=f"{curve.split('/')[0]} (this fix)")
             ax.fill_between(epochs, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
                             color=line.get_color(), alpha=0.2, lw=0)
         ax.set_title(f"{row.group} (n={len(row.records)})", fontsize=9)

@@ -47,7 +47,7 @@ def _columns(qs: list[Quantity], main: str) -> tuple[list[Quantity], list[Quanti
 
 def table_cells(rows: list[GroupRow], qs: list[Quantity], main: str, baseline: str | None) -> tuple[list[str], list[list[str]]]:
     shown, vs = _columns(qs, main)
-    header = ["fix", "seeds", *[q.label for q in shown], *[f"Δ {q.label} vs {baseline}" for q in vs]]
+    header = ["fix", "seeds", *[q.label for q in shown], *[f"Δ {q.label}" for q in vs]]
     body = []
     for row in rows:
         digits = {q.key: 1 if q.key == "best_epoch" else 3 for q in shown}
@@ -61,15 +61,16 @@ def print_table(rows: list[GroupRow], qs: list[Quantity], main: str, baseline: s
     from rich.table import Table
 
     header, body = table_cells(rows, qs, main, baseline)
-    table = Table(title=title, caption=f"mean ± std [{CONFIDENCE:.0%} CI over seeds, t-distribution]; "
-                                        "Δ paired by seed; better/worse = the interval excludes 0",
+    table = Table(title=title, caption=f"mean ± std [{CONFIDENCE:.0%} CI over seeds, Student's t]; gap = val − train "
+                                        f"loss, train − val {main}, at the last epoch; Δ = fix − {baseline}, paired "
+                                        "by seed; better/worse: its interval excludes 0",
                   header_style="bold", show_lines=False)
     for i, name in enumerate(header):
         table.add_column(name, justify="left" if i == 0 else "right", overflow="fold")
     for values in body:
         style = "bold" if values[0] == baseline else None
         table.add_row(*values, style=style)
-    Console(width=max(160, Console().width)).print(table)
+    Console(width=max(150, Console().width)).print(table)
 
 
 def write_markdown(path: Path, rows: list[GroupRow], qs: list[Quantity], main: str, baseline: str | None,

@@ -96,6 +96,10 @@ def select_runs(client: Any, uri: str, experiment: str | None, parent: str | Non
                                           f"parent run {parent!r}" if parent else "",
                                           f"filter {filter_string!r}" if filter_string else "") if p)
         raise UserError(f"No finished runs match {what} in {uri}.")
+    parent_ids = {r.data.tags.get(PARENT_TAG) for r in runs}
+    runs = [r for r in runs if r.info.run_id not in parent_ids]  # a sweep's parent run is no member
+    if not runs:
+        raise UserError(f"Only sweep parent runs match in {uri}; they have no children to compare.")
     if parent_run_id is None:
         parents = {r.data.tags.get(PARENT_TAG) for r in runs}
         if len(parents) == 1 and None not in parents:

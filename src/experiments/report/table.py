@@ -34,10 +34,10 @@ def quantities(main: str) -> list[Quantity]:
         Quantity("best_val_loss", "best val loss",
                  lambda r: r.metrics.get("val/loss_best", _best(r, "val/loss", lowest=True)), True),
         Quantity(f"best_val_{main}", f"best val {main}", lambda r: _best(r, f"val/{main}", lowest=False), False),
-        Quantity("best_epoch", "epoch of best val loss", lambda r: r.last("val/loss_best_epoch"), True,
+        Quantity("best_epoch", "best epoch", lambda r: r.last("val/loss_best_epoch"), True,
                  compare_to_baseline=False),
-        Quantity("final_gap_loss", "final gap loss (val-train)", lambda r: r.last("gap/loss"), True),
-        Quantity(f"final_gap_{main}", f"final gap {main} (train-val)", lambda r: r.last(f"gap/{main}"), True),
+        Quantity("final_gap_loss", "final gap loss", lambda r: r.last("gap/loss"), True),
+        Quantity(f"final_gap_{main}", f"final gap {main}", lambda r: r.last(f"gap/{main}"), True),
     ]
 
 
@@ -81,8 +81,8 @@ def build_rows(records: list[RunRecord], main: str, baseline: str | None) -> lis
 def verdict(row: GroupRow, key: str, lower_is_better: bool) -> str:
     """`better` / `worse` when the paired interval excludes 0, `unclear` otherwise, '' for the baseline."""
     diff = row.vs_baseline.get(key)
-    if diff is None or diff.n == 0:
-        return ""
+    if diff is None or diff.n < 2:
+        return ""  # one seed: no interval, no verdict
     if not diff.excludes_zero():
         return "unclear"
     return "better" if (diff.mean < 0) == lower_is_better else "worse"
