@@ -67,3 +67,15 @@ def validate_config(cfg: DictConfig) -> None:
             raise UserError(f"regularization.label_smoothing must be in [0, 1), got {reg.label_smoothing}.")
     if cfg.monitor_mode not in ("min", "max"):
         raise UserError(f"monitor_mode must be 'min' or 'max', got {cfg.monitor_mode!r}.")
+    _validate_early_stopping((cfg.get("callbacks") or {}).get("early_stopping"))
+
+
+def _validate_early_stopping(stopper: Any) -> None:
+    if stopper is None or stopper.get("patience") is None:
+        return
+    patience = stopper.patience
+    if not isinstance(patience, int) or isinstance(patience, bool) or patience < 1:
+        raise UserError(f"callbacks.early_stopping.patience must be a positive integer (epochs), or null for off; "
+                        f"got {patience!r}.")
+    if not isinstance(stopper.get("min_delta", 0.0), (int, float)) or float(stopper.get("min_delta", 0.0)) < 0:
+        raise UserError(f"callbacks.early_stopping.min_delta must be a number >= 0, got {stopper.min_delta!r}.")

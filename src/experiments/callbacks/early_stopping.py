@@ -14,6 +14,8 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping as LightningEarlyStopping
 from lightning.pytorch.utilities import rank_zero_info
 
+from experiments.errors import UserError
+
 
 class EarlyStopping(LightningEarlyStopping):
     """Lightning's `EarlyStopping` plus `restore_best_weights`; `patience=None` switches it off.
@@ -36,12 +38,8 @@ class EarlyStopping(LightningEarlyStopping):
         **kwargs: Any,
     ) -> None:
         if patience is not None and int(patience) < 1:
-            from experiments.errors import UserError
-
             raise UserError(f"callbacks.early_stopping.patience must be a positive integer or null, got {patience}.")
         if float(min_delta) < 0:
-            from experiments.errors import UserError
-
             raise UserError(f"callbacks.early_stopping.min_delta must be >= 0, got {min_delta}.")
         super().__init__(monitor=monitor, patience=int(patience or 1), min_delta=float(min_delta), mode=mode,
                          **kwargs)
