@@ -22,6 +22,8 @@ commands:
   train      train one model, or sweep with -m (Hydra overrides: key=value ...)
   study      the overfitting study: baseline + every fix × seeds, then the comparison report
   compare    compare fixes across seeds from MLflow (table, Markdown, CSV, plots)
+  reproduce  rerun a tracked run from its MLflow id and show whether it matches (docs/reproduce.md)
+  eval       evaluate a checkpoint or a run's logged model on its test split or a CSV
   ui         open the MLflow UI on the project's tracking store
   help       show this message
 
@@ -31,6 +33,9 @@ examples:
   experiments train -m model.activation=relu,tanh optimizer.lr=1e-3,1e-2
   experiments train --help                            config groups and options
   experiments study --seeds 3                         every overfitting fix, compared (docs/overfitting.md)
+  experiments train resume=RUN_ID                     continue an interrupted run into the same MLflow run
+  experiments reproduce RUN_ID --strict               rerun a run; refuse if code/packages/data changed
+  experiments eval run_id=RUN_ID csv=new.csv          test metrics of a run's model on other data
   experiments compare --experiment overfitting
   experiments ui
 """
@@ -67,6 +72,21 @@ def _compare(args: list[str]) -> int:
 
 COMMANDS: dict[str, Callable[[list[str]], int]] = {"train": _train, "ui": _ui}
 COMMANDS.update({"study": _study, "compare": _compare})
+
+
+def _reproduce(args: list[str]) -> int:
+    from experiments.reproduce import main as reproduce_main
+
+    return reproduce_main(args)
+
+
+def _eval(args: list[str]) -> int:
+    from experiments.evaluate import main as eval_main
+
+    return eval_main(args)
+
+
+COMMANDS.update({"reproduce": _reproduce, "eval": _eval})
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -134,7 +134,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
                 example = datamodule.tensors("val").tensors[0][:5]
                 log_trained_model(logger, Predictor(module.net, datamodule.task), example)
-            log_checkpoints(logger, trainer.checkpoint_callback, cfg.get("log_checkpoints", "none"))
+            log_checkpoints(logger, trainer.checkpoint_callbacks, cfg.get("log_checkpoints", "none"))
             finish_run(logger, "FINISHED")
     except NonFiniteLossError as err:
         if logger is not None and trainer.is_global_zero:
@@ -146,7 +146,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         from experiments.resume import exit_for_interrupt, report_interruption
 
         if trainer.is_global_zero:
-            report_interruption(logger, trainer.checkpoint_callback, cfg)
+            report_interruption(logger, trainer.checkpoint_callbacks, cfg)
         raise exit_for_interrupt(err) from None
     except BaseException as err:
         if logger is not None and trainer.is_global_zero:

@@ -65,4 +65,6 @@ def batch_loader(dataset: TensorDataset, batch_size: int, shuffle: bool, seed: i
     """`batch_size=None` turns off auto-batching: the sampler hands out whole batches of indices
     and TensorDataset indexes them in one go. `batch_size` is per rank, as in Lightning."""
     sampler = ShuffledBatches(len(dataset), batch_size, shuffle, seed, num_replicas, rank, equal_steps)
-    return DataLoader(dataset, batch_size=None, sampler=sampler)
+    # Its own generator: creating an iterator draws a worker base seed, which would otherwise advance the
+    # global RNG that dropout and input noise use, and a resumed run creates its first iterator earlier.
+    return DataLoader(dataset, batch_size=None, sampler=sampler, generator=torch.Generator().manual_seed(seed))

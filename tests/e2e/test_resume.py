@@ -1,0 +1,105 @@
+"""Interrupt a real training process with SIGTERM, resume it by run id: one MLflow run, and the same
+final weights and metrics as a run that was never interrupted."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import FAST, run_cli, store_uri
+
+pytestmark = pytest.mark.e2e
+
+# Dropout, input noise and a step schedule make the RNG, optimizer and scheduler state matter;
+# enough data that an epoch outlasts the polling below.
+RUN = ["data.options.n_samples=6000", "model.dropout=0.2", "regularization.input_noise=0.05", "scheduler=step",
+       "optimizer.lr=0.01", "trainer.max_epochs=7", *FAST]
+
+
+def _runs(outputs: Path) -> tuple[MlflowClient, list]:
+    client = MlflowClient(store_uri(outputs))
+    experiments = [e.experiment_id for e in client.search_experiments() if e.name != "Default"]
+    return client, client.search_runs(experiments) if experiments else []
+
+
+def _interrupt_after(epochs: int, outputs: Path, cwd: Path) -> subprocess.CompletedProcess:
+    """Start training, wait until the MLflow run holds `epochs` epochs of val/loss, send SIGTERM."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "experiments", "train", f"paths.output_dir={outputs}", *RUN],
+        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 240
+    client, run_id = None, None
+    while True:
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "training never reached the epoch to interrupt at"
+        if client is None and list(outputs.glob("runs/*/*/checkpoints/last.ckpt")):
+            # The training process created the store by now; opening it earlier could race that.
+            client, runs = _runs(outputs)
+            run_id = runs[0].info.run_id
+        if client is not None and len(client.get_metric_history(run_id, "val/loss")) >= epochs:
+            break
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=120)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def _final_weights(outputs: Path) -> dict[str, torch.Tensor]:
+    (last,) = outputs.glob("runs/*/*/checkpoints/last.ckpt")
+    return torch.load(last, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def test_sigterm_then_resume_continues_the_same_run_and_ends_where_an_uninterrupted_run_ends(
+    tmp_path: Path,
+) -> None:
+    interrupted, straight = tmp_path / "interrupted", tmp_path / "straight"
+
+    killed = _interrupt_after(2, interrupted, tmp_path)
+    assert killed.returncode == 143, killed.stderr[-3000:]
+    client, (run,) = _runs(interrupted)
+    assert run.info.status == "KILLED"
+    assert "Traceback" not in killed.stderr
+    command = f"experiments train resume={run.info.run_id} paths.output_dir={interrupted}"
+    assert command in killed.stderr, killed.stderr[-2000:]
+    stopped_at = len(client.get_metric_history(run.info.run_id, "val/loss"))
+    assert 2 <= stopped_at < 7
+
+    # The exact command the console printed, run from another directory.
+    resumed = run_cli(command.split()[1:] + FAST, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"Resuming MLflow run {run.info.run_id}" in resumed.stderr
+
+    full = run_cli(["train", f"paths.output_dir={straight}", *RUN], cwd=tmp_path)
+    assert full.returncode == 0, full.stderr[-3000:]
+
+    client, (run,) = _runs(interrupted)  # still one run
+    assert run.info.status == "FINISHED"
+    assert "failure_reason" not in run.data.tags
+    assert int(run.data.tags["resumed_from_epoch"]) >= 2
+    for key in ("val/loss", "train/loss", "val/acc"):
+        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, key)) == list(range(7)), key
+
+    straight_client, (reference,) = _runs(straight)
+    for key in ("val/loss", "train/loss"):
+        resumed_curve = [m.value for m in sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)]
+        straight_curve = [m.value for m in sorted(straight_client.get_metric_history(reference.info.run_id, key),
+                                                  key=lambda m: m.step)]
+        assert resumed_curve == straight_curve, key
+    finals = {k: v for k, v in reference.data.metrics.items() if k.startswith(("train/", "val/", "test/", "gap/"))}
+    assert finals and {k: run.data.metrics[k] for k in finals} == finals
+
+    resumed_weights, straight_weights = _final_weights(interrupted), _final_weights(straight)
+    assert resumed_weights.keys() == straight_weights.keys()
+    for name, tensor in straight_weights.items():
+        assert torch.equal(resumed_weights[name], tensor), name
