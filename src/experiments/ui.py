@@ -17,13 +17,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5000)
     parser.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or outputs/mlflow.db")
+    # One local user needs one server process; MLflow's default of 4 starts slowly on a small machine.
+    parser.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
     args = parser.parse_args(argv)
     uri = resolve_tracking_uri(args.tracking_uri, project_root() / "outputs")
     if uri.startswith("http"):
         print(f"The tracking store is a server already: {uri}")
         return 0
     mlflow_bin = shutil.which("mlflow", path=os.path.dirname(sys.executable)) or shutil.which("mlflow")
-    command = [mlflow_bin or "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
+    command = [mlflow_bin or "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port),
+               "--workers", str(args.workers)]
     artifacts = artifact_root_for(uri)
     if artifacts:
         command += ["--default-artifact-root", artifacts]
