@@ -5,6 +5,10 @@ from __future__ import annotations
 import itertools
 import json
 import multiprocessing
+import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -95,6 +99,27 @@ def test_extending_a_named_grid_trains_only_the_new_points(tmp_path: Path, outpu
     assert parent.data.metrics["sweep/children"] == 3
 
 
+def test_a_terminated_sweep_closes_its_parent(tmp_path: Path, outputs: Path) -> None:
+    """SIGTERM (a cluster's time limit, `kill`) skips Hydra's on_multirun_end; the parent still ends."""
+    command = [sys.executable, "-m", "experiments", "train", "-m", f"paths.output_dir={outputs}", *QUICK,
+               "trainer.max_epochs=500", "seed=1,2,3"]
+    env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 240
+    while not list(outputs.glob("multiruns/*/*/0/checkpoints/*.ckpt")):  # job 0 is training
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[0][-3000:]
+        time.sleep(1)
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=120)[0].decode()
+    assert process.returncode != 0
+
+    _, parent, children = parent_and_children(outputs)
+    assert parent.info.status == "FAILED", output[-3000:]
+    assert "stopped before it ended" in parent.data.tags["failure_reason"]
+    assert [c.info.status for c in children] == ["KILLED"]
+
+
 def _assert_complete_children(client: MlflowClient, children: list[Any], seeds: list[str]) -> None:
     assert sorted(c.data.params["seed"] for c in children) == sorted(seeds)  # none missing, none twice
     for child in children:
@@ -106,7 +131,8 @@ def _assert_complete_children(client: MlflowClient, children: list[Any], seeds: 
 
 def test_joblib_runs_six_jobs_on_two_workers_under_one_parent(tmp_path: Path, outputs: Path) -> None:
     seeds = ["1", "2", "3", "4", "5", "6"]
-    result = sweep(outputs, tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"seed={','.join(seeds)}")
+    result = sweep(outputs, tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                   f"seed={','.join(seeds)}")
     assert result.returncode == 0, result.stderr[-3000:]
     client, parent, children = parent_and_children(outputs)
     assert parent.info.status == "FINISHED" and parent.data.tags["sweep.launcher"] == "joblib"
@@ -137,7 +163,8 @@ def _log_one_run(uri: str, worker: int, start: Any) -> None:
     client.log_batch(run_id, params=[Param(f"p{i}", str(i)) for i in range(PARAMS)])
     for step in range(STEPS):
         now = int(time.time() * 1000)
-        client.log_batch(run_id, metrics=[Metric(f"m{i}", step * 0.5, now, step) for i in range(METRICS_PER_STEP)])
+        metrics = [Metric(f"m{i}", step * 0.5, now, step) for i in range(METRICS_PER_STEP)]
+        client.log_batch(run_id, metrics=metrics)
     client.set_terminated(run_id, "FINISHED")
 
 

@@ -43,12 +43,12 @@ def test_best_child_follows_the_direction_and_ignores_unfinished_runs() -> None:
 
 
 def test_summary_counts_failed_pruned_and_reused_jobs() -> None:
-    records = [
-        {"num": 0, "overrides": ["seed=0"], "status": "COMPLETED", "error": None, "reused_run_id": None},
-        {"num": 1, "overrides": ["seed=1"], "status": "COMPLETED", "error": None, "reused_run_id": "r1"},
-        {"num": 2, "overrides": ["seed=2"], "status": "FAILED", "error": "UserError: bad", "reused_run_id": None},
-        {"num": 3, "overrides": ["seed=3"], "status": "PRUNED", "error": "TrialPruned: x", "reused_run_id": None},
-    ]
+    def record(num: int, status: str, error: str | None = None, reused: str | None = None) -> dict:
+        return {"num": num, "overrides": [f"seed={num}"], "status": status, "error": error,
+                "reused_run_id": reused}
+
+    records = [record(0, "COMPLETED"), record(1, "COMPLETED", reused="r1"),
+               record(2, "FAILED", "UserError: bad"), record(3, "PRUNED", "TrialPruned: x")]
     summary = summarize([_child("r0", 0.3), _child("r1", 0.2)], records, "val/loss_best", "min")
     assert (summary.jobs, summary.failed_jobs, summary.skipped_jobs, summary.pruned_jobs) == (4, 1, 1, 1)
     assert summary.failures == ["job 2 (seed=2): UserError: bad"]

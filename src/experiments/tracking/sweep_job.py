@@ -103,7 +103,8 @@ def point_of(overrides: Iterable[str]) -> str:
     """The overrides that define what a job trains, parsed so spellings agree (`1e-2` == `0.01`), sorted."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    lines = [line for line in overrides if override_key(line).split(".")[0].split("/")[0] not in _NOT_PART_OF_POINT]
+    lines = [line for line in overrides
+             if override_key(line).split(".")[0].split("/")[0] not in _NOT_PART_OF_POINT]
     parsed = OverridesParser.create().parse_overrides(lines)
     return " ".join(sorted(f"{o.get_key_element()}={_canonical_value(o.value())}" for o in parsed))
 
@@ -136,7 +137,8 @@ def join_sweep_parent(cfg: DictConfig) -> dict[str, str]:
             from experiments.train import run_name_for
 
             cfg.logger.run_name = f"{run_name_for(cfg)} {swept}"
-    tags = {PARENT_TAG: link.parent_run_id, SWEEP_TAG: link.parent_run_id, ROLE_TAG: "child", POINT_TAG: point}
+    tags = {PARENT_TAG: link.parent_run_id, SWEEP_TAG: link.parent_run_id, ROLE_TAG: "child",
+            POINT_TAG: point}
     if link.sweep_name:
         tags[NAME_TAG] = link.sweep_name
     return tags
@@ -175,18 +177,19 @@ def finished_objective(cfg: DictConfig) -> Any:
     return values[0] if isinstance(cfg.optimized_metric, str) else values
 
 
-def record_job(sweep_dir: str | Path, job_num: int, overrides: list[str], status: str, error: str | None) -> None:
+def record_job(sweep_dir: str | Path, invocation: str, job_num: int, overrides: list[str], status: str,
+               error: str | None) -> None:
     """One small file per job in the sweep dir, so the launching process can count jobs that failed
     before they opened a run (e.g. a bad override) and jobs that reused a finished run."""
-    folder = Path(sweep_dir) / JOB_RECORDS_DIR
+    folder = Path(sweep_dir) / JOB_RECORDS_DIR / invocation
     folder.mkdir(parents=True, exist_ok=True)
     record = {"num": job_num, "overrides": overrides, "status": status, "error": error,
               "reused_run_id": _reused_run.pop("run_id", None)}
     _write_atomically(folder / f"{job_num}.json", json.dumps(record))
 
 
-def read_job_records(sweep_dir: str | Path) -> list[Mapping[str, Any]]:
-    folder = Path(sweep_dir) / JOB_RECORDS_DIR
+def read_job_records(sweep_dir: str | Path, invocation: str) -> list[Mapping[str, Any]]:
+    folder = Path(sweep_dir) / JOB_RECORDS_DIR / invocation
     if not folder.is_dir():
         return []
     records = [json.loads(path.read_text()) for path in folder.glob("*.json")]

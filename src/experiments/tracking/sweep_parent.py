@@ -20,6 +20,7 @@ import shlex
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ class SweepConfigError(CompactHydraException, ValueError):
 class OpenSweep:
     link: SweepLink
     sweep_dir: str
+    invocation: str
     metric: str
     mode: str
 
@@ -63,11 +65,15 @@ class SweepParentCallback(Callback):
 
     def __init__(self) -> None:
         self._open: OpenSweep | None = None  # only ever set in the launching process
+        # Names this invocation's job records, so a reused sweep dir (a resumed Optuna sweep, two workers
+        # sharing one) never mixes them up; travels to the jobs with the pickled callback.
+        self._invocation = "jobs"
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if config.get("logger") is None or not config.logger.get("enabled", True):
             return
-        self._open = open_sweep_parent_run(config)
+        self._invocation = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        self._open = open_sweep_parent_run(config, self._invocation)
         atexit.register(self._close_stopped_sweep)
         _exit_cleanly_on_sigterm()
 
@@ -84,8 +90,8 @@ class SweepParentCallback(Callback):
             failure = getattr(job_return, "_return_value", None)
             status = "PRUNED" if type(failure).__name__ == "TrialPruned" else "FAILED"
             error = f"{type(failure).__name__}: {failure}"
-        record_job(str(config.hydra.sweep.dir), int(config.hydra.job.num), list(config.hydra.overrides.task),
-                   status, error)
+        record_job(str(config.hydra.sweep.dir), self._invocation, int(config.hydra.job.num),
+                   list(config.hydra.overrides.task), status, error)
 
     def _close_stopped_sweep(self) -> None:
         if self._open is not None:
@@ -94,13 +100,14 @@ class SweepParentCallback(Callback):
                                                    "sweeper gave up, or the sweep was interrupted).")
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"_open": None}  # jobs in other processes never close the parent
+        return {"_open": None, "_invocation": self._invocation}  # jobs elsewhere never close the parent
 
 
 def _exit_cleanly_on_sigterm() -> None:
     """SIGTERM (a cluster's or a user's kill) normally ends Python without atexit hooks; turn it into
     SystemExit so the parent is closed. Only when nobody installed a handler already."""
-    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
@@ -194,7 +201,8 @@ def _store_lock(uri: str) -> Any:
 
 
 def _find_parents(client: Any, experiment_id: str, identity: dict[str, str]) -> list[Any]:
-    runs = client.search_runs([experiment_id], filter_string=f"tags.`{ROLE_TAG}` = 'parent'", max_results=50000)
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`{ROLE_TAG}` = 'parent'",
+                              max_results=50000)
     found = [run for run in runs if all(run.data.tags.get(k) == v for k, v in identity.items())]
     return sorted(found, key=lambda run: (run.info.start_time or 0, run.info.run_id))
 
@@ -219,7 +227,7 @@ def _find_or_create_parent(client: Any, experiment_id: str, identity: dict[str, 
     return run_id, False
 
 
-def open_sweep_parent_run(config: DictConfig) -> OpenSweep:
+def open_sweep_parent_run(config: DictConfig, invocation: str) -> OpenSweep:
     """Create the store and experiment if needed, open (or reopen) the parent, tell the jobs its id."""
     from mlflow.entities import RunTag
     from mlflow.tracking import MlflowClient
@@ -242,9 +250,10 @@ def open_sweep_parent_run(config: DictConfig) -> OpenSweep:
     link = SweepLink(tracking_uri=uri, experiment_id=experiment_id, experiment_name=experiment_name,
                      parent_run_id=run_id, sweep_name=identity.get(NAME_TAG), search_keys=tuple(space))
     link.write(sweep_dir)
-    print(f"Sweep parent run: {run_id} ({'continued' if reopened else 'new'}, experiment {experiment_name!r})",
-          flush=True)
-    return OpenSweep(link=link, sweep_dir=sweep_dir, metric=objective_names(config)[0], mode=objective_mode(config))
+    state = "continued" if reopened else "new"
+    print(f"Sweep parent run: {run_id} ({state}, experiment {experiment_name!r})", flush=True)
+    return OpenSweep(link=link, sweep_dir=sweep_dir, invocation=invocation,
+                     metric=objective_names(config)[0], mode=objective_mode(config))
 
 
 def _summary_artifacts(sweep_dir: str) -> list[tuple[Path, str]]:
@@ -269,7 +278,8 @@ def close_sweep_parent_run(opened: OpenSweep, stopped: str | None = None) -> Non
     try:
         children = child_runs(search_children(link.tracking_uri, link.experiment_id, link.parent_run_id),
                               opened.metric, link.search_keys)
-        summary = summarize(children, read_job_records(opened.sweep_dir), opened.metric, opened.mode)
+        records = read_job_records(opened.sweep_dir, opened.invocation)
+        summary = summarize(children, records, opened.metric, opened.mode)
         reason = stopped
         if reason is None and summary.failed_jobs:
             reason = f"{summary.failed_jobs} of {summary.jobs} jobs failed."

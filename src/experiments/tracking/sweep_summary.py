@@ -61,7 +61,7 @@ def search_children(tracking_uri: str, experiment_id: str, parent_run_id: str) -
         runs.extend(page)
         token = page.token
         if not token:
-            return runs
+            return sorted(runs, key=lambda run: run.info.start_time or 0)  # oldest first: ties go to it
 
 
 def _is_pruned(run: Any) -> bool:
@@ -100,12 +100,14 @@ def summarize(children: Sequence[ChildRun], job_records: Sequence[Mapping[str, A
             summary.pruned_jobs += 1
         elif record["status"] != "COMPLETED":
             summary.failed_jobs += 1
-            summary.failures.append(f"job {record['num']} ({' '.join(record['overrides'])}): {record['error']}")
+            overrides = " ".join(record["overrides"])
+            summary.failures.append(f"job {record['num']} ({overrides}): {record['error']}")
         elif record.get("reused_run_id"):
             summary.skipped_jobs += 1
     summary.children = len(children)
     summary.finished_children = sum(child.status == "FINISHED" for child in children)
-    summary.failed_children = sum(child.status in ("FAILED", "KILLED") and not child.pruned for child in children)
+    summary.failed_children = sum(child.status in ("FAILED", "KILLED") and not child.pruned
+                                  for child in children)
     summary.best = best_child(children, mode)
     return summary
 
@@ -118,7 +120,8 @@ def _note(summary: SweepSummary, status: str, reason: str | None) -> str:
     if summary.best is not None:
         lines.append(f"\nBest child: `{summary.best.run_id}` — `{summary.best.params or summary.best.point}`")
     if summary.failures:
-        lines.append("\nFailed jobs:\n" + "\n".join(f"- {failure[:500]}" for failure in summary.failures[:20]))
+        listed = "\n".join(f"- {failure[:500]}" for failure in summary.failures[:20])
+        lines.append(f"\nFailed jobs:\n{listed}")
     return "\n".join(lines)
 
 
