@@ -65,8 +65,7 @@ def compare(uri: str, *, experiment: str | None = None, parent: str | None = Non
 
     client = open_client(uri)
     selection = select_runs(client, uri, experiment, parent, filter_string)
-    first, _ = to_records(client, selection.runs[:1], group_by, ())  # cheap probe for the task's main metric
-    main = main_metric_of(first) if first else "acc"
+    main = main_metric_of(selection.runs)
     records, notes = to_records(client, selection.runs, group_by, (*CURVE_KEYS, f"val/{main}", f"train/{main}"))
     groups = {r.group for r in records}
     if baseline not in groups:

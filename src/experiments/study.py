@@ -66,6 +66,8 @@ def resolved_store(overrides: list[str]) -> tuple[str, str, str]:
     """(tracking URI, experiment name, output dir) the runs will use, from the composed config itself."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
 
     from experiments.tracking.store import resolve_tracking_uri
 
@@ -74,10 +76,12 @@ def resolved_store(overrides: list[str]) -> tuple[str, str, str]:
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             cfg = compose("train", overrides=[f"experiment={PRESET_GROUP}/{BASELINE}", *overrides])
-    except Exception as err:  # Hydra's override errors are already one clear sentence
+    except (HydraException, OmegaConfBaseException) as err:  # bad overrides: already one clear sentence
         raise UserError(str(err).strip().splitlines()[0]) from None
     finally:
         GlobalHydra.instance().clear()
+    if cfg.get("logger") is None or not cfg.logger.get("enabled", True):
+        raise UserError("The study compares runs through MLflow; drop the override that turns the logger off.")
     uri = resolve_tracking_uri(cfg.logger.get("tracking_uri"), cfg.paths.output_dir)
     return uri, str(cfg.logger.experiment_name), str(cfg.paths.output_dir)
 

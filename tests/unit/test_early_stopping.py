@@ -45,7 +45,7 @@ def train_overfitting_net(tmp_path, stopper: EarlyStopping) -> tuple[pl.Trainer,
 
 def test_restores_the_weights_of_the_best_epoch(tmp_path) -> None:
     stopper = EarlyStopping(monitor="val/loss", patience=3, restore_best_weights=True)
-    trainer, history, final_val_loss = train_overfitting_net(tmp_path, stopper)
+    _, history, final_val_loss = train_overfitting_net(tmp_path, stopper)
     epochs = sorted(history.values)
     best_epoch = min(epochs, key=history.values.get)
     assert len(epochs) < MAX_EPOCHS, "the run should have stopped early"
@@ -57,7 +57,7 @@ def test_restores_the_weights_of_the_best_epoch(tmp_path) -> None:
 
 def test_without_restore_the_last_epochs_weights_stay(tmp_path) -> None:
     stopper = EarlyStopping(monitor="val/loss", patience=3, restore_best_weights=False)
-    trainer, history, final_val_loss = train_overfitting_net(tmp_path, stopper)
+    _, history, final_val_loss = train_overfitting_net(tmp_path, stopper)
     last = max(history.values)
     assert final_val_loss == pytest.approx(history.values[last], rel=1e-5)
     assert final_val_loss > min(history.values.values())
@@ -71,5 +71,5 @@ def test_min_delta_decides_what_counts_as_an_improvement(tmp_path) -> None:
 
 def test_patience_null_leaves_early_stopping_off(tmp_path) -> None:
     stopper = EarlyStopping(monitor="val/loss", patience=None)
-    trainer, history, _ = train_overfitting_net(tmp_path, stopper)
+    _, history, _ = train_overfitting_net(tmp_path, stopper)
     assert len(history.values) == MAX_EPOCHS and not stopper.enabled

@@ -14,6 +14,7 @@ from experiments.models.mlp import build_mlp
 from experiments.models.module import ExperimentModule
 from experiments.models.regularization import apply_max_norm, weight_penalty
 
+
 def tiny_net() -> nn.Sequential:
     """2→2→1 with hand-set weights: Σ|w| = 9.5 and Σw² = 19.25 over the weights; big biases that
     would change both sums if they were (wrongly) penalized."""

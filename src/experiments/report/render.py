@@ -76,11 +76,13 @@ def print_table(rows: list[GroupRow], qs: list[Quantity], main: str, baseline: s
 def write_markdown(path: Path, rows: list[GroupRow], qs: list[Quantity], main: str, baseline: str | None,
                    title: str, intro: list[str], notes: list[str], images: list[str]) -> None:
     header, body = table_cells(rows, qs, main, baseline)
-    lines = [f"# {title}", "", *intro, "",
-             f"Each cell: mean ± std over seeds [{CONFIDENCE:.0%} confidence interval of the mean, Student's t]. "
-             f"Δ columns: the fix minus `{baseline}`, paired by seed, with its {CONFIDENCE:.0%} interval; "
-             "*better* / *worse* when the interval excludes 0, *unclear* otherwise. The gap is measured at the "
-             "last epoch trained, on the training split in eval mode.", "",
+    how_to_read = (
+        f"Each cell: mean ± std over seeds [{CONFIDENCE:.0%} confidence interval of the mean, Student's t]. "
+        f"Δ columns: the fix minus `{baseline}`, paired by seed, with its {CONFIDENCE:.0%} interval; "
+        "*better* / *worse* when the interval excludes 0, *unclear* otherwise. The gap (val − train loss, "
+        f"train − val {main}) is measured at the last epoch trained, on the training split in eval mode."
+    )
+    lines = [f"# {title}", "", *intro, "", how_to_read, "",
              "| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
     lines += ["| " + " | ".join(values) + " |" for values in body]
     lines.append("")

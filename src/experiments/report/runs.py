@@ -117,13 +117,16 @@ def to_records(client: Any, runs: list[Any], group_by: str, curve_keys: tuple[st
     if untagged:
         notes.append(f"{len(untagged)} run(s) without a {group_by!r} tag left out.")
     newest: dict[tuple[str, str], Any] = {}
+    replaced = 0
     for run in sorted((r for r in runs if group_by in r.data.tags), key=lambda r: r.info.start_time):
         tags = run.data.tags
         seed = tags.get("seed") or run.data.params.get("seed") or run.info.run_id
         key = (tags[group_by], seed)
-        if key in newest:
-            notes.append(f"{key[0]} seed {seed}: kept the newest of several runs ({run.info.run_id[:8]}).")
+        replaced += key in newest
         newest[key] = run
+    if replaced:
+        notes.append(f"{replaced} older run(s) of a {group_by} and seed that ran again left out: the newest counts "
+                     "(narrow the selection with --parent or --filter \"tags.study = '…'\").")
     records = []
     for (group, seed), run in newest.items():
         record = RunRecord(run.info.run_id, run.info.run_name or run.info.run_id[:8], group, str(seed),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from experiments.report.runs import RunRecord
 from experiments.report.stats import Estimate, estimate, paired_difference
@@ -88,10 +89,10 @@ def verdict(row: GroupRow, key: str, lower_is_better: bool) -> str:
     return "better" if (diff.mean < 0) == lower_is_better else "worse"
 
 
-def main_metric_of(records: list[RunRecord]) -> str:
-    """`acc` for classification runs, `r2` for regression, read from the gap the runs logged."""
-    for record in records:
-        for key in record.metrics:
+def main_metric_of(runs: list[Any]) -> str:
+    """`acc` for classification runs, `r2` for regression, read from the gap the MLflow runs logged."""
+    for run in runs:
+        for key in run.data.metrics:
             if key.startswith("gap/") and key != "gap/loss":
                 return key.split("/", 1)[1]
     return "acc"

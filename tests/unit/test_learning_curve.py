@@ -1,0 +1,33 @@
+"""The learning-curve callback records every epoch's train/val values and draws them at the end."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import matplotlib.image
+
+from experiments.callbacks.learning_curve import LearningCurvePlot
+from experiments.data.datamodule import TabularDataModule
+from experiments.models.mlp import build_mlp
+from experiments.models.module import ExperimentModule
+
+
+def test_without_mlflow_the_png_lands_in_the_run_dir_with_every_epoch(tmp_path) -> None:
+    pl.seed_everything(0, verbose=False)
+    data = TabularDataModule("make_moons", {"n_samples": 120}, split={"train": 0.5, "val": 0.5, "test": 0.0})
+    module = ExperimentModule(build_mlp(2, 1, hidden_dims=[8]), task="binary", num_classes=2,
+                              optimizer={"name": "adam", "lr": 1e-2})
+    plot = LearningCurvePlot(filename="curve.png")
+    trainer = pl.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0,
+                         callbacks=[plot])
+    trainer.fit(module, datamodule=data)
+
+    assert {k: sorted(v) for k, v in plot.history.items()} == {
+        k: [0, 1, 2] for k in ("train/loss", "val/loss", "train/acc", "val/acc")}
+    assert plot.history["val/loss"][2] == float(trainer.callback_metrics["val/loss"])
+    image = matplotlib.image.imread(tmp_path / "curve.png")
+    assert image.shape[0] > 200 and image.shape[1] > 600  # two panels side by side
+
+    resumed = LearningCurvePlot()
+    resumed.load_state_dict(plot.state_dict())  # a resumed run keeps the epochs before the interruption
+    assert resumed.history == plot.history
