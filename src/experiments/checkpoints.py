@@ -18,7 +18,6 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from experiments.errors import UserError
-
 from experiments.resume import LOG_CHECKPOINTS
 
 RECORD_KEY = "experiments_run"

@@ -127,6 +127,7 @@ def _logged_net(source: Source) -> Any:
     import logging
 
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     assert source.run is not None
     logging.getLogger("mlflow").setLevel(logging.ERROR)  # its notes about pickled models are not news here
@@ -134,7 +135,7 @@ def _logged_net(source: Source) -> Any:
     mlflow.set_tracking_uri(source.uri)
     try:
         predictor = mlflow.pytorch.load_model(f"runs:/{source.run.info.run_id}/model", map_location="cpu")
-    except Exception:  # MLflow raises several types for a missing model
+    except (MlflowException, OSError):  # no model logged
         raise UserError(
             f"MLflow run {source.run.info.run_id} has no logged model (it trained with logger.log_model=false); "
             "evaluate one of its checkpoints with ckpt_path=… instead."
@@ -246,7 +247,7 @@ def print_metrics(metrics: dict[str, float], source: Source, data_label: str, ev
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(soft_wrap=True)  # ids and paths stay whole, to copy and paste
     console.print(f"Evaluated {source.origin} on the {data_label}")
     table = Table(header_style="bold")
     table.add_column("metric")

@@ -114,7 +114,7 @@ def print_comparison(comparison: Comparison, run: Any, new_run_id: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(soft_wrap=True)  # ids and paths stay whole, to copy and paste
     table = Table(title=f"reproduce {run.info.run_name}", header_style="bold")
     table.add_column("metric")
     table.add_column(f"original {run.info.run_id[:8]}", justify="right")

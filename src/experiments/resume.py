@@ -217,7 +217,7 @@ def report_interruption(logger: Any, checkpoint_callbacks: list[Any], cfg: DictC
     if logger is not None and choice != "none":
         try:
             log_checkpoints(logger, checkpoint_callbacks, choice)
-        except Exception as err:  # the interruption is the news; an upload failure must not hide it
+        except Exception as err:  # noqa: BLE001 -- the interruption is the news; an upload failure must not hide it
             print(f"warning: could not log checkpoints to MLflow: {err}", file=sys.stderr)
     if logger is None:
         hint = f" Continue it from its last checkpoint with ckpt_path={last}." if last else ""

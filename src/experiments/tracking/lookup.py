@@ -47,11 +47,13 @@ def find_run(client: Any, run_id: str, uri: str) -> Any:
 
 def recorded_config(client: Any, run: Any) -> DictConfig:
     """The resolved config the run trained with (its `config/config.yaml` artifact)."""
+    from mlflow.exceptions import MlflowException
+
     run_id = run.info.run_id
     with tempfile.TemporaryDirectory() as tmp:
         try:
             local = client.download_artifacts(run_id, CONFIG_ARTIFACT, tmp)
-        except Exception:  # MLflow raises several types for a missing artifact
+        except (MlflowException, OSError):  # the artifact is missing
             raise UserError(
                 f"MLflow run {run_id} has no {CONFIG_ARTIFACT} artifact, so its config is unknown; "
                 "only runs logged by `experiments train` can be reproduced, resumed or evaluated."
@@ -70,10 +72,12 @@ def run_label(run: Any) -> str:
 
 def recorded_diff(client: Any, run: Any) -> str:
     """The uncommitted diff the run was trained with ('' for a clean tree)."""
+    from mlflow.exceptions import MlflowException
+
     if run.data.tags.get("git.dirty") != "true":
         return ""
     with tempfile.TemporaryDirectory() as tmp:
         try:
             return Path(client.download_artifacts(run.info.run_id, "config/git.diff", tmp)).read_text()
-        except Exception:  # an older run without the artifact: treat its code as unknown-but-dirty
+        except (MlflowException, OSError):  # an older run without the artifact: unknown-but-dirty code
             return "<unrecorded diff>"
