@@ -81,6 +81,16 @@ def test_a_failing_job_ends_the_parent_failed_never_running(tmp_path: Path, outp
     assert [(c.data.params["model.activation"], c.info.status) for c in children] == [("relu", "FINISHED")]
 
 
+def test_skip_finished_without_a_sweep_name_is_one_clear_error(tmp_path: Path, outputs: Path) -> None:
+    result = sweep(outputs, tmp_path, "skip_finished=true", "seed=1,2")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: skip_finished=true needs sweep_name=<name>, so the sweep's earlier runs can be found; "
+        "use the same sweep_name as the sweep you are extending."
+    ]
+    assert not (outputs / "mlflow.db").exists() and not (outputs / "runs").exists()
+
+
 def test_extending_a_named_grid_trains_only_the_new_points(tmp_path: Path, outputs: Path) -> None:
     first = sweep(outputs, tmp_path, "sweep_name=ext", "optimizer.lr=1e-3,1e-2")
     assert first.returncode == 0, first.stderr[-3000:]

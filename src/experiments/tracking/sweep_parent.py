@@ -21,6 +21,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,17 @@ class SweepParentCallback(Callback):
         if config.get("logger") is None or not config.logger.get("enabled", True):
             return
         self._invocation = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-        self._open = open_sweep_parent_run(config, self._invocation)
+        # Hydra turns an exception raised here into a warning and sweeps on, ungrouped; so say what is
+        # wrong and stop before any job starts (SystemExit passes through Hydra's handlers).
+        try:
+            self._open = _retry_transient(lambda: open_sweep_parent_run(config, self._invocation))
+        except SweepConfigError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+        except Exception as err:  # noqa: BLE001 — any tracking failure stops the sweep with its reason
+            print(f"error: could not open the sweep's MLflow parent run ({type(err).__name__}: {err}); check "
+                  "logger.tracking_uri and, for a server, that it is up.", file=sys.stderr)
+            sys.exit(1)
         atexit.register(self._close_stopped_sweep)
         _exit_cleanly_on_sigterm()
 
@@ -101,6 +112,21 @@ class SweepParentCallback(Callback):
 
     def __getstate__(self) -> dict[str, Any]:
         return {"_open": None, "_invocation": self._invocation}  # jobs elsewhere never close the parent
+
+
+def _retry_transient(action: Callable[[], OpenSweep], attempts: int = 3) -> OpenSweep:
+    """A tracking server that is still starting, or a one-off client error (MLflow's telemetry thread
+    edits os.environ while `requests` reads it), should not cost the whole sweep."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except SweepConfigError:
+            raise
+        except Exception:  # noqa: BLE001
+            if attempt == attempts:
+                raise
+            time.sleep(2 * attempt)
+    raise AssertionError("unreachable")
 
 
 def _exit_cleanly_on_sigterm() -> None:
