@@ -14,14 +14,17 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from experiments.paths import project_root
 from tests.conftest import FAST, run_cli, store_uri
 
 pytestmark = pytest.mark.e2e
 
-# Dropout, input noise and a step schedule make the RNG, optimizer and scheduler state matter;
-# enough data that an epoch outlasts the polling below.
-RUN = ["data.options.n_samples=6000", "model.dropout=0.2", "regularization.input_noise=0.05", "scheduler=step",
-       "optimizer.lr=0.01", "trainer.max_epochs=7", *FAST]
+# Dropout, input noise and a step schedule make the RNG, optimizer and scheduler state matter; the
+# pacer makes every epoch last a second, so the interruption lands mid-run on any machine.
+RUN = ["data.options.n_samples=3000", "model.dropout=0.2", "regularization.input_noise=0.05", "scheduler=step",
+       "optimizer.lr=0.01", "trainer.max_epochs=7", "+callbacks.pacer._target_=tests.e2e.epoch_pacer.EpochPacer",
+       "+callbacks.pacer.seconds=1", *FAST]
+ENV = {"PYTHONPATH": str(project_root())}  # the pacer is importable from the repository root
 
 
 def _runs(outputs: Path) -> tuple[MlflowClient, list]:
@@ -32,7 +35,7 @@ def _runs(outputs: Path) -> tuple[MlflowClient, list]:
 
 def _interrupt_after(epochs: int, outputs: Path, cwd: Path) -> subprocess.CompletedProcess:
     """Start training, wait until the MLflow run holds `epochs` epochs of val/loss, send SIGTERM."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **ENV}
     env.pop("MLFLOW_TRACKING_URI", None)
     process = subprocess.Popen(
         [sys.executable, "-m", "experiments", "train", f"paths.output_dir={outputs}", *RUN],
@@ -76,11 +79,11 @@ def test_sigterm_then_resume_continues_the_same_run_and_ends_where_an_uninterrup
     assert 2 <= stopped_at < 7
 
     # The exact command the console printed, run from another directory.
-    resumed = run_cli(command.split()[1:] + FAST, cwd=tmp_path)
+    resumed = run_cli(command.split()[1:] + FAST, cwd=tmp_path, env=ENV)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"Resuming MLflow run {run.info.run_id}" in resumed.stderr
 
-    full = run_cli(["train", f"paths.output_dir={straight}", *RUN], cwd=tmp_path)
+    full = run_cli(["train", f"paths.output_dir={straight}", *RUN], cwd=tmp_path, env=ENV)
     assert full.returncode == 0, full.stderr[-3000:]
 
     client, (run,) = _runs(interrupted)  # still one run
