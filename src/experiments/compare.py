@@ -66,7 +66,7 @@ def compare(uri: str, *, experiment: str | None = None, parent: str | None = Non
     client = open_client(uri)
     selection = select_runs(client, uri, experiment, parent, filter_string)
     main = main_metric_of(selection.runs)
-    records, notes = to_records(client, selection.runs, group_by, (*CURVE_KEYS, f"val/{main}", f"train/{main}"))
+    records, notes = to_records(client, selection.runs, group_by, (*CURVE_KEYS, f"val/{main}", f"train/{main}", f"gap/{main}"))
     groups = {r.group for r in records}
     if baseline not in groups:
         notes.append(f"No {group_by}={baseline!r} runs: no differences to a baseline (pass --baseline).")

@@ -48,6 +48,13 @@ class Study:
         history = self.client.get_metric_history(run.info.run_id, "gap/loss")
         return [m.value for m in sorted(history, key=lambda m: m.step)]
 
+    def final(self, run, key: str) -> float:
+        """`key` for the model a run ends with: the restored best epoch under early stopping, else the last."""
+        if run.data.metrics.get("early_stopping/restored") != 1.0:
+            return run.data.metrics[key]
+        epoch = run.data.metrics["early_stopping/best_epoch"]
+        return next(m.value for m in self.client.get_metric_history(run.info.run_id, key) if m.step == epoch)
+
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory) -> Study:
@@ -93,10 +100,13 @@ def test_baseline_overfits_more_and_more(study: Study) -> None:
 
 @pytest.mark.parametrize("fix", ["l2", "dropout", "early_stopping"])
 def test_fix_ends_with_a_smaller_gap_than_the_baseline(study: Study, fix: str) -> None:
-    baseline = {r.data.tags["seed"]: r.data.metrics["gap/loss"] for r in study.runs_of("baseline")}
-    fixed = {r.data.tags["seed"]: r.data.metrics["gap/loss"] for r in study.runs_of(fix)}
+    baseline = {r.data.tags["seed"]: study.final(r, "gap/loss") for r in study.runs_of("baseline")}
+    fixed = {r.data.tags["seed"]: study.final(r, "gap/loss") for r in study.runs_of(fix)}
     for seed in SEEDS:
         assert fixed[seed] < baseline[seed], (fix, seed, fixed, baseline)
+        # ...and not only at the model's end: at the last epoch trained, too.
+        last = next(r for r in study.runs_of(fix) if r.data.tags["seed"] == seed).data.metrics["gap/loss"]
+        assert last < baseline[seed]
 
 
 def test_early_stopping_stops_early_and_restores_the_best_epoch(study: Study) -> None:
@@ -106,6 +116,9 @@ def test_early_stopping_stops_early_and_restores_the_best_epoch(study: Study) ->
         assert m["early_stopping/restored"] == 1.0
         assert m["early_stopping/best_epoch"] == m["val/loss_best_epoch"]
         assert m["early_stopping/stopped_epoch"] == m["val/loss_best_epoch"] + 5  # the preset's patience
+        # The model the run ends with is the best epoch's: its val loss is the best one.
+        assert study.final(run, "val/loss") == pytest.approx(m["val/loss_best"], rel=1e-6)
+        assert m["val/loss"] > m["val/loss_best"]
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
@@ -119,23 +132,24 @@ def test_report_holds_the_numbers_mlflow_has(study: Study) -> None:
     rows = {row["fix"]: row for row in _read_csv(study.report / "report.csv")}
     assert list(rows) == ["baseline", *sorted(set(FIXES) - {"baseline"}, key=lambda f: float(rows[f]["final_gap_loss_mean"]))]
     markdown = (study.report / "report.md").read_text()
-    baseline_gaps = {r.data.tags["seed"]: r.data.metrics["gap/loss"] for r in study.runs_of("baseline")}
+    baseline_gaps = {r.data.tags["seed"]: study.final(r, "gap/loss") for r in study.runs_of("baseline")}
     for fix in FIXES:
         runs = study.runs_of(fix)
-        gaps = [r.data.metrics["gap/loss"] for r in runs]
+        gaps = [study.final(r, "gap/loss") for r in runs]
         best = [r.data.metrics["val/loss_best"] for r in runs]
         row = rows[fix]
         assert row["n_seeds"] == "2" and row["seeds"] == "1 2"
         assert float(row["final_gap_loss_mean"]) == pytest.approx(mean(gaps), rel=1e-9)
         assert float(row["best_val_loss_mean"]) == pytest.approx(mean(best), rel=1e-9)
         assert float(row["best_epoch_mean"]) == pytest.approx(mean(r.data.metrics["val/loss_best_epoch"] for r in runs))
+        assert float(row["final_val_acc_mean"]) == pytest.approx(mean(study.final(r, "val/acc") for r in runs))
         spread = abs(gaps[0] - gaps[1]) / math.sqrt(2)  # the sample std of two values
         assert float(row["final_gap_loss_std"]) == pytest.approx(spread, rel=1e-6)
         half = 12.706204736174705 * spread / math.sqrt(2)  # t(0.975, 1 dof) · s / √n
         assert float(row["final_gap_loss_ci_high"]) == pytest.approx(mean(gaps) + half, rel=1e-6)
         assert f"{mean(gaps):.3f}".replace("-", "−") in markdown
         if fix != "baseline":
-            diffs = [r.data.metrics["gap/loss"] - baseline_gaps[r.data.tags["seed"]] for r in runs]
+            diffs = [study.final(r, "gap/loss") - baseline_gaps[r.data.tags["seed"]] for r in runs]
             assert float(row["final_gap_loss_vs_baseline_mean"]) == pytest.approx(mean(diffs), rel=1e-9)
             assert row["final_gap_loss_vs_baseline_n_pairs"] == "2"
     per_run = _read_csv(study.report / "runs.csv")

@@ -10,31 +10,31 @@ from experiments.report.stats import CONFIDENCE, Estimate
 from experiments.report.table import GroupRow, Quantity, verdict
 
 # Columns of the printed / Markdown table; the CSV holds every quantity and difference.
-SHOWN = ("best_val_loss", "best_val_{main}", "best_epoch", "final_gap_loss", "final_gap_{main}")
-SHOWN_VS_BASELINE = ("best_val_loss", "final_gap_loss")
+SHOWN = ("best_val_loss", "best_epoch", "final_val_loss", "final_val_{main}", "final_gap_loss", "final_gap_{main}")
+SHOWN_VS_BASELINE = ("final_val_loss", "final_gap_loss")
 
 
 def _num(value: float, digits: int = 3) -> str:
     return "n/a" if not math.isfinite(value) else f"{value:.{digits}f}".replace("-", "−")
 
 
-def cell(e: Estimate, digits: int = 3) -> str:
-    """`mean ± std [ci_low, ci_high]`; just the mean for a single seed."""
+def cell(e: Estimate, digits: int = 3, sep: str = " ") -> str:
+    """`mean ± std [ci_low, ci_high]`; just the mean for a single seed. `sep` goes before the interval."""
     if e.n == 0:
         return "n/a"
     if e.n == 1:
         return _num(e.mean, digits)
-    return f"{_num(e.mean, digits)} ± {_num(e.std, digits)} [{_num(e.ci_low, digits)}, {_num(e.ci_high, digits)}]"
+    return f"{_num(e.mean, digits)} ± {_num(e.std, digits)}{sep}[{_num(e.ci_low, digits)}, {_num(e.ci_high, digits)}]"
 
 
-def diff_cell(row: GroupRow, q: Quantity) -> str:
+def diff_cell(row: GroupRow, q: Quantity, sep: str = " ") -> str:
     e = row.vs_baseline.get(q.key)
     if e is None or e.n == 0:
         return "—"
     text = f"{'+' if e.mean > 0 else ''}{_num(e.mean)}"
-    if e.n >= 2:
-        text += f" [{_num(e.ci_low)}, {_num(e.ci_high)}]"
     word = verdict(row, q.key, q.lower_is_better)
+    if e.n >= 2:
+        text += f"{sep}[{_num(e.ci_low)}, {_num(e.ci_high)}]"
     return f"{text} {word}".strip()
 
 
@@ -45,14 +45,15 @@ def _columns(qs: list[Quantity], main: str) -> tuple[list[Quantity], list[Quanti
     return shown, vs
 
 
-def table_cells(rows: list[GroupRow], qs: list[Quantity], main: str, baseline: str | None) -> tuple[list[str], list[list[str]]]:
+def table_cells(rows: list[GroupRow], qs: list[Quantity], main: str, baseline: str | None,
+                sep: str = " ") -> tuple[list[str], list[list[str]]]:
     shown, vs = _columns(qs, main)
     header = ["fix", "seeds", *[q.label for q in shown], *[f"Δ {q.label}" for q in vs]]
     body = []
     for row in rows:
         digits = {q.key: 1 if q.key == "best_epoch" else 3 for q in shown}
-        body.append([row.group, str(len(row.records)), *[cell(row.values[q.key], digits[q.key]) for q in shown],
-                     *[diff_cell(row, q) for q in vs]])
+        body.append([row.group, str(len(row.records)), *[cell(row.values[q.key], digits[q.key], sep) for q in shown],
+                     *[diff_cell(row, q, sep) for q in vs]])
     return header, body
 
 
@@ -60,17 +61,20 @@ def print_table(rows: list[GroupRow], qs: list[Quantity], main: str, baseline: s
     from rich.console import Console
     from rich.table import Table
 
-    header, body = table_cells(rows, qs, main, baseline)
-    table = Table(title=title, caption=f"mean ± std [{CONFIDENCE:.0%} CI over seeds, Student's t]; gap = val − train "
-                                        f"loss, train − val {main}, at the last epoch; Δ = fix − {baseline}, paired "
-                                        "by seed; better/worse: its interval excludes 0",
-                  header_style="bold", show_lines=False)
+    header, body = table_cells(rows, qs, main, baseline, sep="\n")  # the interval on its own line
+    table = Table(title=title, caption=f"mean ± std [{CONFIDENCE:.0%} CI over seeds, Student's t]; final = the model the "
+                                        f"run ends with; gap = val − train loss, train − val {main}; Δ = fix − {baseline}"
+                                        ", paired by seed; better/worse: its interval excludes 0",
+                  header_style="bold", show_lines=True)
     for i, name in enumerate(header):
-        table.add_column(name, justify="left" if i == 0 else "right", overflow="fold")
+        widest = max(len(line) for values in body for line in values[i].splitlines())
+        table.add_column(name, justify="left" if i == 0 else "right", min_width=widest)
     for values in body:
         style = "bold" if values[0] == baseline else None
         table.add_row(*values, style=style)
-    Console(width=max(150, Console().width)).print(table)
+    console = Console()
+    # Piped into a file or a CI log, Rich would assume 80 columns and squeeze the numbers.
+    (console if console.is_terminal else Console(width=200)).print(table)
 
 
 def write_markdown(path: Path, rows: list[GroupRow], qs: list[Quantity], main: str, baseline: str | None,
@@ -79,8 +83,9 @@ def write_markdown(path: Path, rows: list[GroupRow], qs: list[Quantity], main: s
     how_to_read = (
         f"Each cell: mean ± std over seeds [{CONFIDENCE:.0%} confidence interval of the mean, Student's t]. "
         f"Δ columns: the fix minus `{baseline}`, paired by seed, with its {CONFIDENCE:.0%} interval; "
-        "*better* / *worse* when the interval excludes 0, *unclear* otherwise. The gap (val − train loss, "
-        f"train − val {main}) is measured at the last epoch trained, on the training split in eval mode."
+        "*better* / *worse* when the interval excludes 0, *unclear* otherwise. *Final* values belong to the model "
+        "a run ends with: the last epoch, or the best epoch when early stopping restored it. The gap (val − train "
+        f"loss, train − val {main}) is measured on the training split in eval mode."
     )
     lines = [f"# {title}", "", *intro, "", how_to_read, "",
              "| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]

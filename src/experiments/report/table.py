@@ -29,6 +29,21 @@ def _best(record: RunRecord, key: str, lowest: bool) -> float:
     return min(curve.values()) if lowest else max(curve.values())
 
 
+def kept_epoch(record: RunRecord) -> int | None:
+    """The epoch whose weights the run ends with when that is not the last one: the best epoch that
+    early stopping restored (`restore_best_weights`)."""
+    if record.metrics.get("early_stopping/restored") == 1.0 and "early_stopping/best_epoch" in record.metrics:
+        return int(record.metrics["early_stopping/best_epoch"])
+    return None
+
+
+def final(record: RunRecord, key: str) -> float:
+    """`key` for the model the run ends with: at the restored epoch, else the last logged value."""
+    epoch = kept_epoch(record)
+    curve = record.curves.get(key, {})
+    return curve[epoch] if epoch is not None and epoch in curve else record.last(key)
+
+
 def quantities(main: str) -> list[Quantity]:
     """What the report shows; `main` is the task's main metric (acc, or r2 for regression)."""
     return [
@@ -37,8 +52,10 @@ def quantities(main: str) -> list[Quantity]:
         Quantity(f"best_val_{main}", f"best val {main}", lambda r: _best(r, f"val/{main}", lowest=False), False),
         Quantity("best_epoch", "best epoch", lambda r: r.last("val/loss_best_epoch"), True,
                  compare_to_baseline=False),
-        Quantity("final_gap_loss", "final gap loss", lambda r: r.last("gap/loss"), True),
-        Quantity(f"final_gap_{main}", f"final gap {main}", lambda r: r.last(f"gap/{main}"), True),
+        Quantity("final_val_loss", "final val loss", lambda r: final(r, "val/loss"), True),
+        Quantity(f"final_val_{main}", f"final val {main}", lambda r: final(r, f"val/{main}"), False),
+        Quantity("final_gap_loss", "final gap loss", lambda r: final(r, "gap/loss"), True),
+        Quantity(f"final_gap_{main}", f"final gap {main}", lambda r: final(r, f"gap/{main}"), True),
     ]
 
 
