@@ -6,6 +6,7 @@ because "unknown run id" most often means "the run lives in another store".
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,9 @@ CHECKPOINT_DIR_TAG = "checkpoint.dir"
 def open_store(uri: str) -> Any:
     """An `MlflowClient` on an existing store; never creates an empty sqlite file by looking."""
     from mlflow.tracking import MlflowClient
+
+    # A progress bar per small artifact (a config, a diff) would bury the one line that matters.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
     db = sqlite_path(uri)
     if db is not None and not db.is_file():
