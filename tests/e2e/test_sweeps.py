@@ -70,7 +70,8 @@ def test_grid_sweep_is_one_parent_with_a_finished_child_per_point(tmp_path: Path
 
 
 def test_a_failing_job_ends_the_parent_failed_never_running(tmp_path: Path, outputs: Path) -> None:
-    result = sweep(outputs, tmp_path, "model.activation=relu,relux")
+    # The bad value comes first: the grid goes on after it, then the command reports the failure.
+    result = sweep(outputs, tmp_path, "model.activation=relux,relu")
     assert result.returncode != 0
     assert "model.activation='relux' is not known" in result.stderr + result.stdout
 
@@ -134,6 +135,7 @@ def _assert_complete_children(client: MlflowClient, children: list[Any], seeds: 
     assert sorted(c.data.params["seed"] for c in children) == sorted(seeds)  # none missing, none twice
     for child in children:
         assert child.info.status == "FINISHED"
+        assert child.data.params["runtime.threads"] == "1"  # parallel jobs do not fight over cores
         history = client.get_metric_history(child.info.run_id, "val/loss")
         assert sorted(m.step for m in history) == [0, 1]
         assert "test/loss" in child.data.metrics

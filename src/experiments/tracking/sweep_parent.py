@@ -68,16 +68,16 @@ class SweepParentCallback(Callback):
         self._open: OpenSweep | None = None  # only ever set in the launching process
         # Names this invocation's job records, so a reused sweep dir (a resumed Optuna sweep, two workers
         # sharing one) never mixes them up; travels to the jobs with the pickled callback.
-        self._invocation = "jobs"
+        self._invocation: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if config.get("logger") is None or not config.logger.get("enabled", True):
             return
-        self._invocation = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        invocation = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
         # Hydra turns an exception raised here into a warning and sweeps on, ungrouped; so say what is
         # wrong and stop before any job starts (SystemExit passes through Hydra's handlers).
         try:
-            self._open = _retry_transient(lambda: open_sweep_parent_run(config, self._invocation))
+            self._open = _retry_transient(lambda: open_sweep_parent_run(config, invocation))
         except SweepConfigError as err:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
@@ -85,6 +85,7 @@ class SweepParentCallback(Callback):
             print(f"error: could not open the sweep's MLflow parent run ({type(err).__name__}: {err}); check "
                   "logger.tracking_uri and, for a server, that it is up.", file=sys.stderr)
             sys.exit(1)
+        self._invocation = invocation
         atexit.register(self._close_stopped_sweep)
         _exit_cleanly_on_sigterm()
 
@@ -94,7 +95,7 @@ class SweepParentCallback(Callback):
             close_sweep_parent_run(opened)
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        if config.hydra.mode is None or config.hydra.mode.name != "MULTIRUN":
+        if self._invocation is None:  # not a sweep, or one that tracks nothing
             return
         status, error = "COMPLETED", None
         if job_return.status != JobStatus.COMPLETED:
