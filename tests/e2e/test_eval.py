@@ -119,7 +119,7 @@ def test_bad_checkpoints_and_unknown_runs_are_one_clear_line(trained: dict, tmp_
         "model=x": "experiments eval takes key=value arguments with keys run_id, ckpt_path",
     }
     for args, expected in cases.items():
-        code, out, err = _eval(capsys, *args.split())
+        code, _, err = _eval(capsys, *args.split())
         assert code == 2, (args, err)
         assert expected in err, (args, err)
         assert len(err.strip().splitlines()) == 1, (args, err)
