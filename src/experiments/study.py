@@ -77,7 +77,7 @@ def resolved_store(overrides: list[str]) -> tuple[str, str, str]:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             cfg = compose("train", overrides=[f"experiment={PRESET_GROUP}/{BASELINE}", *overrides])
     except (HydraException, OmegaConfBaseException) as err:  # bad overrides: already one clear sentence
-        raise UserError(str(err).strip().splitlines()[0]) from None
+        raise UserError(f"{str(err).strip().splitlines()[0]} Check the key=value overrides.") from None
     finally:
         GlobalHydra.instance().clear()
     if cfg.get("logger") is None or not cfg.logger.get("enabled", True):
