@@ -86,6 +86,11 @@ def resolved_store(overrides: list[str]) -> tuple[str, str, str]:
     return uri, str(cfg.logger.experiment_name), str(cfg.paths.output_dir)
 
 
+def _quoted(value: str) -> str:
+    """A Hydra override value kept verbatim (paths may hold spaces, `=` or commas)."""
+    return "'" + value.replace("'", "\\'") + "'"
+
+
 def main(argv: list[str]) -> int:
     args, overrides = parse(argv)
     uri, experiment, output_dir = resolved_store(overrides)
@@ -95,12 +100,20 @@ def main(argv: list[str]) -> int:
     command = [sys.executable, "-m", "experiments", "train", "-m", f"experiment={presets}", f"seed={seeds}",
                f"++tags.{STUDY_TAG}={study_id}", f"sweep_name=overfitting-study-{study_id}",
                # The sweep parent opens before any preset applies: name the store and experiment for it.
-               f"logger.tracking_uri={uri}", f"logger.experiment_name={experiment}", *QUIET, *overrides]
+               f"logger.tracking_uri={_quoted(uri)}", f"logger.experiment_name={_quoted(experiment)}", *QUIET,
+               *overrides]
     print(f"Study {study_id}: {len(args.fixes)} presets × {args.seeds} seeds = {len(args.fixes) * args.seeds} runs "
           f"into {uri} (experiment {experiment!r})", flush=True)
     env = {**os.environ}
     env.pop("EXPERIMENTS_SUBCOMMAND", None)
-    code = subprocess.call(command, env=env)
+    process = subprocess.Popen(command, env=env)
+    try:
+        code = process.wait()
+    except KeyboardInterrupt:  # the multirun got the Ctrl-C too: let it close its runs, then stop
+        process.wait()
+        print("Study interrupted; its finished runs are in MLflow (experiments compare --filter "
+              f"\"tags.{STUDY_TAG} = '{study_id}'\").", file=sys.stderr)
+        return 130
     if code != 0:
         print(f"warning: the study's multirun exited with {code}; comparing the runs that finished.", file=sys.stderr)
 
