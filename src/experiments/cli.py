@@ -8,6 +8,7 @@ variable that child ranks read when their first argument is not a subcommand.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from collections.abc import Callable
@@ -25,6 +26,7 @@ commands:
   reproduce  rerun a tracked run from its MLflow id and show whether it matches (docs/reproduce.md)
   eval       evaluate a checkpoint or a run's logged model on its test split or a CSV
   ui         open the MLflow UI on the project's tracking store
+  bench      time the training path against a hand-written PyTorch loop
   help       show this message
 
 examples:
@@ -38,6 +40,7 @@ examples:
   experiments eval run_id=RUN_ID csv=new.csv          test metrics of a run's model on other data
   experiments compare --experiment overfitting
   experiments ui
+  experiments bench --workloads tiny,medium,large
 """
 
 
@@ -52,41 +55,28 @@ def _train(args: list[str]) -> int:
     return 0
 
 
-def _ui(args: list[str]) -> int:
-    from experiments.ui import main as ui_main
-
-    return ui_main(args)
-
-
-def _study(args: list[str]) -> int:
-    from experiments.study import main as study_main
-
-    return study_main(args)
-
-
-def _compare(args: list[str]) -> int:
-    from experiments.compare import main as compare_main
-
-    return compare_main(args)
+# Every other subcommand is a module with `main(argv) -> int`, imported only when chosen.
+_MODULES = {
+    "study": "experiments.study",
+    "compare": "experiments.compare",
+    "reproduce": "experiments.reproduce",
+    "eval": "experiments.evaluate",
+    "ui": "experiments.ui",
+    "bench": "experiments.bench",
+}
 
 
-COMMANDS: dict[str, Callable[[list[str]], int]] = {"train": _train, "ui": _ui}
-COMMANDS.update({"study": _study, "compare": _compare})
+def _module_command(module: str) -> Callable[[list[str]], int]:
+    def run(args: list[str]) -> int:
+        return importlib.import_module(module).main(args)
+
+    return run
 
 
-def _reproduce(args: list[str]) -> int:
-    from experiments.reproduce import main as reproduce_main
-
-    return reproduce_main(args)
-
-
-def _eval(args: list[str]) -> int:
-    from experiments.evaluate import main as eval_main
-
-    return eval_main(args)
-
-
-COMMANDS.update({"reproduce": _reproduce, "eval": _eval})
+COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "train": _train,
+    **{name: _module_command(module) for name, module in _MODULES.items()},
+}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.errors import UserError
 from experiments.paths import config_dir, register_resolvers
+from experiments.timing import mark
 from experiments.validation import validate_config
 
 register_resolvers()
@@ -60,7 +61,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     from experiments.hardware import build_trainer, check_hardware
     from experiments.models.mlp import build_mlp, count_parameters
     from experiments.models.module import ExperimentModule
-    from experiments.runtime import apply_threads, choose_threads, quiet_lightning_warnings
+    from experiments.runtime import apply_threads, choose_steps_per_item, choose_threads, quiet_lightning_warnings
     from experiments.tracking.run import build_logger, finish_run, log_run_metadata, log_trained_model
 
     quiet_lightning_warnings()
@@ -87,6 +88,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         regularization=OmegaConf.to_container(cfg.regularization, resolve=True),  # type: ignore[arg-type]
         monitor=cfg.monitor,
         monitor_mode=cfg.monitor_mode,
+        batch_size=cfg.data.batch_size,
+        # Clipping happens in the module's own optimization step; Lightning refuses it with manual optimization.
+        gradient_clip_val=cfg.trainer.get("gradient_clip_val"),
+        gradient_clip_algorithm=cfg.trainer.get("gradient_clip_algorithm") or "norm",
     )
 
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
@@ -103,7 +108,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
         tags.update(join_sweep_parent(cfg))  # in a sweep: a child of its parent run, in the parent's store
         logger = build_logger(cfg, run_name_for(cfg), tags)
-    trainer: pl.Trainer = build_trainer(cfg.trainer, callbacks, logger or False)  # hardware + launch checks
+    trainer_cfg = OmegaConf.create({k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items()
+                                    if not k.startswith("gradient_clip")})
+    trainer: pl.Trainer = build_trainer(trainer_cfg, callbacks, logger or False)  # hardware + launch checks
+    steps_per_epoch = -(-datamodule.arrays.sizes["train"] // cfg.data.batch_size)
+    datamodule.steps_per_item = choose_steps_per_item(cfg.steps_per_item, n_params, cfg.data.batch_size,
+                                                      steps_per_epoch, trainer.world_size)
 
     if logger is not None and trainer.is_global_zero and cfg.get("resume"):
         from experiments.resume import record_continuation
@@ -119,7 +129,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         log_dataset_input(logger.experiment, logger.run_id, datamodule, dict(cfg.data.get("options") or {}))
 
     try:
+        mark("fit_start")
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True if ckpt_path else None)
+        mark("fit_end")
         if trainer.interrupted:
             raise KeyboardInterrupt
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}

@@ -12,4 +12,7 @@ class ProgressBar(RichProgressBar):
     def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
         metrics = super().get_metrics(trainer, pl_module)
         metrics.pop("v_num", None)
+        val_loss = trainer.callback_metrics.get("val/loss")  # published per epoch by ExperimentModule
+        if val_loss is not None:
+            metrics["val/loss"] = f"{float(val_loss):.4f}"
         return metrics

@@ -34,8 +34,19 @@ class ExperimentModule(pl.LightningModule):
         regularization: dict[str, Any] | None = None,
         monitor: str = "val/loss",
         monitor_mode: str = "min",
+        batch_size: int = 32,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str = "norm",
     ) -> None:
         super().__init__()
+        # Manual optimization: one training item may hold several consecutive batches (see
+        # ShuffledBatches.steps_per_item), each its own optimizer step, so small models do not pay
+        # Lightning's per-step machinery for every 32-sample step. With one batch per item this is
+        # exactly the automatic loop: zero_grad, backward, clip, step.
+        self.automatic_optimization = False
+        self.batch_size = batch_size
+        self.gradient_clip_val = gradient_clip_val
+        self.gradient_clip_algorithm = gradient_clip_algorithm
         self.net = net
         self.task = task
         self.optimizer_cfg = dict(optimizer)
@@ -57,27 +68,82 @@ class ExperimentModule(pl.LightningModule):
         self.train_loss = MeanMetric()
         self.val_loss = MeanMetric()
         self.test_loss = MeanMetric()
-        self.objective = MeanMetric()  # running mean of what the optimizer minimized (loss + penalties)
+        # Running mean of what the optimizer minimized (loss + penalties), summed on-device per epoch.
+        self._objective_sum = torch.zeros(())
+        self._objective_steps = 0
         self.best_epoch = -1
         self._best_value = math.inf if monitor_mode == "min" else -math.inf
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
+    def _objective(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         output = self.net(add_input_noise(x, self.input_noise))
         loss = task_loss(output, y, self.task, self.label_smoothing)
         penalty = weight_penalty(self.net, self.l1, self.l2)
-        if penalty is not None:
-            loss = loss + penalty
-        # Accumulated on-device; read once per epoch, so no host sync per step.
-        self.objective.update(loss.detach())
-        return loss
+        return loss if penalty is None else loss + penalty
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.max_norm > 0:
-            apply_max_norm(self.net, self.max_norm)
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        optimizer = self.optimizers()
+        xs, ys = batch
+        batches = list(zip(xs.split(self.batch_size), ys.split(self.batch_size)))
+        plain = len(batches) > 1 and self._plain_precision()
+        total = torch.zeros((), device=xs.device)
+        for x, y in batches:
+            loss = self._objective(x, y)
+            if plain:
+                self._plain_step(optimizer.optimizer, loss)
+            else:  # Lightning's own path: precision plugins, per-step hooks, DDP gradient sync
+                optimizer.zero_grad(set_to_none=True)
+                self.manual_backward(loss)
+                if self.gradient_clip_val:
+                    self.clip_gradients(optimizer, self.gradient_clip_val, self.gradient_clip_algorithm)
+                optimizer.step()
+            if self.max_norm > 0:
+                apply_max_norm(self.net, self.max_norm)
+            # Accumulated on-device and read once per epoch: no host sync per step.
+            self._objective_sum += loss.detach()
+            self._objective_steps += 1
+            total = total + loss.detach()
+        return {"loss": total}  # NanGuard checks it: a NaN in any step of the item shows in the sum
+
+    def _plain_precision(self) -> bool:
+        """Full precision on one device: backward and step need none of Lightning's wrapping."""
+        from lightning.pytorch.plugins.precision import Precision
+
+        return type(self.trainer.precision_plugin) is Precision and self.trainer.world_size == 1
+
+    def _plain_step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+        """One optimizer step of a grouped item, as a hand-written loop does it.
+
+        Lightning's per-step hooks (on_before_backward, on_before_optimizer_step, …) fire once per
+        item instead; the step counter still counts every step, so `trainer.global_step`, `max_steps`
+        and checkpoints see the true number of optimizer steps.
+        """
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.gradient_clip_val:
+            self.clip_gradients(optimizer, self.gradient_clip_val, self.gradient_clip_algorithm)
+        optimizer.step()
+        progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+        progress.increment_ready()
+        progress.increment_completed()
+
+    def on_train_epoch_start(self) -> None:
+        self._objective_sum = torch.zeros((), device=self.device)
+        self._objective_steps = 0
+
+    def on_train_epoch_end(self) -> None:
+        # Manual optimization leaves schedulers to us; validation has run, so plateau sees this epoch.
+        scheduler = self.lr_schedulers()
+        if scheduler is None:
+            return
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            value = self.trainer.callback_metrics.get(self.monitor)
+            if value is not None:
+                scheduler.step(value)
+        else:
+            scheduler.step()
 
     def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], loss_metric: MeanMetric, metrics: Any) -> None:
         x, y = batch
@@ -102,9 +168,10 @@ class ExperimentModule(pl.LightningModule):
             values["gap/loss"] = values["val/loss"] - values["train/loss"]
             main = self.main_metric
             values[f"gap/{main}"] = values[f"train/{main}"] - values[f"val/{main}"]
-        if self.objective.update_count > 0 or self.trainer.world_size > 1:
-            values["train/objective"] = self.objective.compute()
-        for metric in (self.val_loss, self.val_metrics, self.train_loss, self.train_metrics, self.objective):
+        if self._objective_steps > 0:
+            mean = self._objective_sum / self._objective_steps
+            values["train/objective"] = self.trainer.strategy.reduce(mean, reduce_op="mean")
+        for metric in (self.val_loss, self.val_metrics, self.train_loss, self.train_metrics):
             metric.reset()
         if self.trainer.sanity_checking:
             return
@@ -115,8 +182,19 @@ class ExperimentModule(pl.LightningModule):
                 self._best_value, self.best_epoch = current, self.current_epoch
             values[f"{self.monitor}_best"] = torch.tensor(self._best_value)
             values[f"{self.monitor}_best_epoch"] = torch.tensor(float(self.best_epoch))
-        self.log("val/loss", values.pop("val/loss"), prog_bar=True)  # values are synced already
-        self.log_dict(values)
+        self._publish_epoch_metrics(values)
+
+    def _publish_epoch_metrics(self, values: dict[str, torch.Tensor]) -> None:
+        """Hand the epoch's (already rank-synced) values to callbacks and the logger in one go.
+
+        `self.log` would re-reduce each value and costs about a millisecond per key; with a dozen keys
+        per epoch that is most of a small model's epoch. Callbacks (checkpointing, early stopping,
+        pruning) read `trainer.callback_metrics`; the logger gets one batch stepped by epoch.
+        """
+        self.trainer.callback_metrics.update(values)
+        if self.trainer.is_global_zero and self.logger is not None:
+            numbers = torch.stack([v.detach().float().reshape(()) for v in values.values()]).tolist()
+            self.logger.log_metrics(dict(zip(values, numbers)), step=self.current_epoch)
 
     def on_test_epoch_end(self) -> None:
         values = {"test/loss": self.test_loss.compute(), **self.test_metrics.compute()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
@@ -14,6 +15,22 @@ class EpochMLFlowLogger(MLFlowLogger):
     Metric logging is per epoch in this project, so the step axis reads 0, 1, 2, … in the UI charts,
     and a resumed run continues at the right epoch.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Metrics go through MLflow's async queue: a sqlite insert per epoch costs more than a small
+        # model's epoch. `flush` (called before the run is closed) waits for the queue to drain.
+        kwargs.setdefault("synchronous", False)
+        super().__init__(*args, **kwargs)
+
+    @rank_zero_only
+    def flush(self) -> None:
+        if self._initialized:
+            self._mlflow_client._tracking_client.store.flush_async_logging()
+
+    @rank_zero_only
+    def finalize(self, status: str = "success") -> None:
+        self.flush()
+        super().finalize(status)
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:

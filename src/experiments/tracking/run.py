@@ -96,7 +96,8 @@ def log_trained_model(logger: EpochMLFlowLogger, model: Any, example: Any) -> No
 
 
 def finish_run(logger: EpochMLFlowLogger, status: str, reason: str | None = None) -> None:
-    """Close the run with FINISHED, FAILED or KILLED (and why, as a tag)."""
+    """Close the run with FINISHED, FAILED or KILLED (and why, as a tag), after queued metrics land."""
+    logger.flush()
     client, run_id = logger.experiment, logger.run_id
     if reason:
         client.set_tag(run_id, FAILURE_REASON_TAG, reason[:5000])

@@ -1,0 +1,225 @@
+"""`experiments bench`: the framework's training path against a hand-written PyTorch loop.
+
+Each measurement runs in its own process (a fresh memory peak), framework and loop interleaved
+a, b, a, b over the repeats, so machine noise hits both alike; reported figures are medians and
+ratios framework/loop from the same invocation. Keras runs too when TensorFlow is importable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from experiments.paths import project_root
+from experiments.timing import PHASE_FILE_ENV
+
+WORKLOADS: dict[str, dict[str, Any]] = {
+    "tiny": {"n_samples": 1000, "n_features": 8, "hidden_dims": [10, 8], "batch_size": 32, "epochs": 10},
+    "medium": {"n_samples": 50_000, "n_features": 64, "hidden_dims": [256, 256], "batch_size": 256, "epochs": 3},
+    "large": {"n_samples": 200_000, "n_features": 128, "hidden_dims": [1024, 1024], "batch_size": 1024, "epochs": 1},
+}
+# --quick: the same code paths on small sizes, for CI (no speed claims from these).
+QUICK = {
+    "tiny": {"epochs": 3},
+    "medium": {"n_samples": 4000, "epochs": 1},
+    "large": {"n_samples": 4000, "hidden_dims": [256, 256], "batch_size": 512, "epochs": 1},
+}
+TARGETS = {"tiny": 0.6, "medium": 0.9, "large": 0.97}
+
+
+@dataclass
+class Measurement:
+    path: str
+    seconds: float
+    steps: float
+    final_loss: float
+    peak_rss_mb: float
+    threads: float
+
+
+def _measure(path: str, workload: dict[str, Any]) -> Measurement:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    out = subprocess.run(
+        [sys.executable, "-m", "experiments.bench_worker", path, json.dumps(workload)],
+        capture_output=True, text=True, env=env, timeout=3600,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"bench worker {path} failed:\n{out.stderr[-3000:]}")
+    data = json.loads(out.stdout.strip().splitlines()[-1])
+    return Measurement(path=path, **{k: data[k] for k in ("seconds", "steps", "final_loss", "peak_rss_mb", "threads")})
+
+
+def _summarize(samples: list[Measurement], samples_per_step: float) -> dict[str, float]:
+    rates = [m.steps / m.seconds for m in samples]
+    return {
+        "steps_per_s": statistics.median(rates),
+        "samples_per_s": statistics.median(rates) * samples_per_step,
+        "peak_rss_mb": max(m.peak_rss_mb for m in samples),
+        "final_loss": samples[-1].final_loss,
+        "threads": samples[-1].threads,
+        "repeats": len(samples),
+    }
+
+
+def run_workload(name: str, repeats: int, quick: bool, seed: int = 0) -> dict[str, Any]:
+    workload = {**WORKLOADS[name], **(QUICK[name] if quick else {}), "seed": seed, "threads": "auto"}
+    measured: dict[str, list[Measurement]] = {"framework": [], "loop": []}
+    for repeat in range(repeats):
+        order = ("framework", "loop") if repeat % 2 == 0 else ("loop", "framework")
+        for path in order:
+            measured[path].append(_measure(path, workload))
+    train_size = round(workload["n_samples"] * 0.7)
+    steps_per_epoch = -(-train_size // workload["batch_size"])
+    samples_per_step = train_size / steps_per_epoch
+    framework = _summarize(measured["framework"], samples_per_step)
+    loop = _summarize(measured["loop"], samples_per_step)
+    result: dict[str, Any] = {
+        "workload": {**workload, "train_samples": train_size},
+        "framework": framework,
+        "loop": loop,
+        "ratio": framework["steps_per_s"] / loop["steps_per_s"],
+        "target": TARGETS[name],
+        "loss_difference": abs(framework["final_loss"] - loop["final_loss"]),
+    }
+    keras = _keras(workload)
+    if keras is not None:
+        result["keras"] = keras
+    return result
+
+
+def _keras(workload: dict[str, Any]) -> dict[str, float] | None:
+    """Keras on the same workload, only where TensorFlow is installed (it is not a dependency)."""
+    try:
+        import importlib.util
+
+        if importlib.util.find_spec("tensorflow") is None:
+            return None
+    except ValueError:
+        return None
+    code = (
+        "import json,sys,time,numpy as np\nfrom tensorflow import keras\nw=json.loads(sys.argv[1])\n"
+        "n=round(w['n_samples']*0.7);x=np.random.rand(n,w['n_features']).astype('float32');"
+        "y=np.random.randint(2,size=n)\nm=keras.Sequential([keras.Input((w['n_features'],))]+"
+        "[keras.layers.Dense(h,activation='relu') for h in w['hidden_dims']]+[keras.layers.Dense(1,activation='sigmoid')])\n"
+        "m.compile('adam','binary_crossentropy')\nt=time.perf_counter();m.fit(x,y,batch_size=w['batch_size'],"
+        "epochs=w['epochs'],verbose=0)\ns=-(-n//w['batch_size'])*w['epochs']\nprint(json.dumps({'steps_per_s':s/(time.perf_counter()-t)}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(workload)], capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else None
+
+
+def _wall(command: list[str], env: dict[str, str] | None = None) -> float:
+    start = time.time()
+    subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    return time.time() - start
+
+
+def measure_fixed_costs(repeats: int = 3) -> dict[str, Any]:
+    """Cold start of the CLI (and whether it imports torch) and the phases of a default `train`."""
+    cli = [sys.executable, "-m", "experiments"]
+    probe = "import sys,experiments.cli as c\ntry: c.main(sys.argv[1:])\nexcept SystemExit: pass\nprint('torch' in sys.modules)"
+    help_imports_torch = subprocess.run([sys.executable, "-c", probe, "--help"], capture_output=True,
+                                        text=True).stdout.strip().endswith("True")
+    error_imports_torch = subprocess.run([sys.executable, "-c", probe, "train", "model.activation=nope"],
+                                         capture_output=True, text=True).stdout.strip().endswith("True")
+    help_s = statistics.median(_wall([*cli, "--help"]) for _ in range(repeats))
+    error_s = statistics.median(_wall([*cli, "train", "model.activation=nope"]) for _ in range(repeats))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        phase_file = Path(tmp) / "phases.jsonl"
+        start = time.time()
+        subprocess.run([*cli, "train", f"paths.output_dir={tmp}", "callbacks.progress_bar=null",
+                        "trainer.enable_progress_bar=false"], capture_output=True, text=True,
+                       env={**os.environ, PHASE_FILE_ENV: str(phase_file)})
+        end = time.time()
+        phases: dict[str, float] = {}
+        for line in phase_file.read_text().splitlines() if phase_file.exists() else []:
+            phases.update(json.loads(line))
+    train_phases = {}
+    if {"fit_start", "fit_end"} <= set(phases):
+        train_phases = {
+            "startup_s": phases["fit_start"] - start,
+            "training_s": phases["fit_end"] - phases["fit_start"],
+            "wrapup_s": end - phases["fit_end"],
+            "total_s": end - start,
+        }
+    return {
+        "help_s": help_s,
+        "help_imports_torch": help_imports_torch,
+        "config_error_s": error_s,
+        "config_error_imports_torch": error_imports_torch,
+        "default_train": train_phases,
+    }
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title="experiments bench — framework vs hand-written PyTorch loop (medians)")
+    for column in ("workload", "path", "steps/s", "samples/s", "ratio", "target", "peak RSS MB", "threads"):
+        table.add_column(column, justify="right" if column not in ("workload", "path") else "left")
+    for name, result in report["workloads"].items():
+        for path in ("framework", "loop", "keras"):
+            if path not in result:
+                continue
+            row = result[path]
+            ratio = f"{result['ratio']:.2f}" if path == "framework" else ""
+            target = f"≥ {result['target']}" if path == "framework" else ""
+            table.add_row(name, path, f"{row['steps_per_s']:.0f}", f"{row.get('samples_per_s', 0):.0f}", ratio, target,
+                          f"{row.get('peak_rss_mb', 0):.0f}", f"{row.get('threads', 0):.0f}")
+    console.print(table)
+    fixed = report.get("fixed_costs")
+    if fixed:
+        console.print(f"`experiments --help`: {fixed['help_s']:.2f} s (imports torch: {fixed['help_imports_torch']}); "
+                      f"config error: {fixed['config_error_s']:.2f} s (imports torch: {fixed['config_error_imports_torch']})")
+        phases = fixed.get("default_train") or {}
+        if phases:
+            console.print("default `experiments train`: " + ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in phases.items()))
+
+
+def main(argv: list[str]) -> int:
+    from experiments.errors import UserError
+
+    parser = argparse.ArgumentParser(prog="experiments bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--workloads", default="tiny,medium,large", help="comma-separated: tiny, medium, large")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="small sizes and 1 repeat, for CI")
+    parser.add_argument("--no-fixed-costs", action="store_true", help="skip the cold-start and phase timings")
+    parser.add_argument("--out", default=None, help="JSON output file (default outputs/bench/bench-<time>.json)")
+    args = parser.parse_args(argv)
+    names = [n.strip() for n in args.workloads.split(",") if n.strip()]
+    unknown = [n for n in names if n not in WORKLOADS]
+    if unknown:
+        raise UserError(f"unknown workload {unknown[0]!r}; choose from: {', '.join(WORKLOADS)}.")
+    repeats = 1 if args.quick else max(1, args.repeats)
+    report: dict[str, Any] = {"quick": args.quick, "repeats": repeats, "machine": _machine(), "workloads": {}}
+    for name in names:
+        report["workloads"][name] = run_workload(name, repeats, args.quick)
+    if not args.no_fixed_costs:
+        report["fixed_costs"] = measure_fixed_costs(1 if args.quick else 3)
+    out = Path(args.out) if args.out else project_root() / "outputs" / "bench" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    _print_report(report)
+    print(f"wrote {out}")
+    return 0
+
+
+def _machine() -> dict[str, Any]:
+    import platform
+
+    import torch
+
+    return {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "cpus": os.cpu_count(), "processor": platform.processor()}

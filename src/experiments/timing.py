@@ -1,0 +1,17 @@
+"""Phase timestamps of one process, written only when a benchmark asks for them (env var)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+PHASE_FILE_ENV = "EXPERIMENTS_PHASE_FILE"
+
+
+def mark(phase: str) -> None:
+    """Append `{"phase": wall-clock time}` to the file named by $EXPERIMENTS_PHASE_FILE, if set."""
+    path = os.environ.get(PHASE_FILE_ENV)
+    if path:
+        with open(path, "a") as handle:
+            handle.write(json.dumps({phase: time.time()}) + "\n")

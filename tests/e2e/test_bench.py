@@ -1,0 +1,45 @@
+"""`experiments bench`: a fair comparison (same model, data, order, init) and a complete JSON report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from experiments.bench import WORKLOADS, _measure
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.e2e
+
+
+def test_framework_and_loop_train_the_same_model_on_the_same_data() -> None:
+    workload = {**WORKLOADS["tiny"], "epochs": 3, "seed": 3, "threads": 1}
+    framework = _measure("framework", workload)
+    loop = _measure("loop", workload)
+    assert framework.steps == loop.steps == 3 * 22
+    # Same init, same batches in the same order, same optimizer: the last epoch's mean training loss
+    # agrees to float rounding. A different seed gives a visibly different loss, so this can fail.
+    assert framework.final_loss == pytest.approx(loop.final_loss, rel=1e-5)
+    other = _measure("loop", {**workload, "seed": 4})
+    assert other.final_loss != pytest.approx(loop.final_loss, rel=1e-5)
+
+
+def test_quick_bench_writes_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    result = run_cli(["bench", "--quick", "--out", str(out)], cwd=tmp_path, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ratio" in result.stdout
+    report = json.loads(out.read_text())
+    assert set(report["workloads"]) == {"tiny", "medium", "large"}
+    for name, figures in report["workloads"].items():
+        for path in ("framework", "loop"):
+            for key in ("steps_per_s", "samples_per_s", "peak_rss_mb", "final_loss", "threads"):
+                assert figures[path][key] > 0, (name, path, key)
+        assert figures["ratio"] > 0 and figures["target"] > 0
+    fixed = report["fixed_costs"]
+    assert fixed["help_imports_torch"] is False and fixed["config_error_imports_torch"] is False
+    assert fixed["help_s"] > 0 and fixed["config_error_s"] > 0
+    phases = fixed["default_train"]
+    assert phases["startup_s"] > 0 and phases["training_s"] > 0 and phases["wrapup_s"] > 0
+    assert phases["total_s"] == pytest.approx(phases["startup_s"] + phases["training_s"] + phases["wrapup_s"])
