@@ -12,7 +12,7 @@ from experiments.data.datamodule import TabularDataModule
 from experiments.models.mlp import build_mlp
 from experiments.models.module import ExperimentModule
 
-MAX_EPOCHS = 40
+MAX_EPOCHS = 25
 
 
 class ValLossHistory(pl.Callback):
