@@ -97,6 +97,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     if not any(isinstance(c, NanGuard) for c in callbacks):
         callbacks.append(NanGuard())
+    from experiments.optuna_trial import close_pruned_run, is_trial_pruned, pruning_callbacks
+
+    callbacks += pruning_callbacks(cfg)  # a job of an Optuna sweep: report the monitor, maybe get pruned
     from experiments.checkpoints import RunStateCheckpoint, checked_checkpoint, log_checkpoints
 
     callbacks.append(RunStateCheckpoint(OmegaConf.to_yaml(cfg, resolve=True)))  # RNG + run record, for resume
@@ -162,7 +165,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         raise exit_for_interrupt(err) from None
     except BaseException as err:
         if logger is not None and trainer.is_global_zero:
-            finish_run(logger, "FAILED", f"{type(err).__name__}: {err}")
+            if is_trial_pruned(err):  # KILLED + optuna.state=PRUNED; re-raised so the sweeper records PRUNED
+                close_pruned_run(logger, err)
+            else:
+                finish_run(logger, "FAILED", f"{type(err).__name__}: {err}")
         raise
     metrics["model/n_params"] = float(n_params)
     if trainer.is_global_zero:

@@ -394,15 +394,15 @@ def test_optuna_pruning_callback_prunes_a_clearly_bad_trial(tmp_path: Path) -> N
     bad_cb = OptunaPruning("val/loss", url, "s", bad.number)
     good_cb = OptunaPruning("val/loss", url, "s", good.number)
 
-    bad_cb.on_validation_epoch_end(_fake_trainer({"val/loss": 1e6}, 0, sanity=True), None)  # type: ignore[arg-type]
-    bad_cb.on_validation_epoch_end(_fake_trainer({"val/loss": 1e6}, 0), None)  # type: ignore[arg-type]  # warm-up
-    good_cb.on_validation_epoch_end(_fake_trainer({"val/loss": 0.1}, 1), None)  # type: ignore[arg-type]
+    bad_cb.on_validation_end(_fake_trainer({"val/loss": 1e6}, 0, sanity=True), None)  # type: ignore[arg-type]
+    bad_cb.on_validation_end(_fake_trainer({"val/loss": 1e6}, 0), None)  # type: ignore[arg-type]  # warm-up
+    good_cb.on_validation_end(_fake_trainer({"val/loss": 0.1}, 1), None)  # type: ignore[arg-type]
     with pytest.raises(optuna.TrialPruned, match="pruned at step 1"):
-        bad_cb.on_validation_epoch_end(_fake_trainer({"val/loss": 1e6}, 1), None)  # type: ignore[arg-type]
+        bad_cb.on_validation_end(_fake_trainer({"val/loss": 1e6}, 1), None)  # type: ignore[arg-type]
 
     trials = optuna.load_study(study_name="s", storage=url).trials
     assert trials[bad.number].intermediate_values == {0: 1e6, 1: 1e6}  # sanity-check epoch not reported
     assert trials[good.number].intermediate_values == {1: pytest.approx(0.1)}
 
     with pytest.raises(RuntimeError, match="monitors 'val/loss', which was not logged"):
-        good_cb.on_validation_epoch_end(_fake_trainer({"train/loss": 0.1}, 2), None)  # type: ignore[arg-type]
+        good_cb.on_validation_end(_fake_trainer({"train/loss": 0.1}, 2), None)  # type: ignore[arg-type]

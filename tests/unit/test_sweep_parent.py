@@ -30,6 +30,11 @@ def test_swept_part_names_the_swept_values_only() -> None:
     assert swept_part(point, keys, short=True) == "activation=tanh lr=0.01"
 
 
+def test_swept_part_keeps_a_list_value_whole() -> None:
+    point = point_of(["model.hidden_dims=[64, 64]", "optimizer.lr=0.01"])
+    assert swept_part(point, ["model.hidden_dims", "optimizer.lr"]) == "model.hidden_dims=[64,64] optimizer.lr=0.01"
+
+
 def _child(run_id: str, metric: float | None, status: str = "FINISHED") -> ChildRun:
     return ChildRun(run_id=run_id, run_name=run_id, status=status, point="", params="", metric=metric)
 

@@ -24,7 +24,9 @@ class OptunaPruning(pl.Callback):
         self.link = TrialLink(storage, study_name, int(trial_number))
         self._trial: optuna.trial.Trial | None = None  # opened lazily: only rank zero touches the storage
 
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Not on_validation_epoch_end: Lightning calls callbacks' epoch-end hooks before the module's,
+        # and the module publishes the epoch's metrics in its own on_validation_epoch_end.
         if trainer.sanity_checking:
             return
         pruned_message: str | None = None

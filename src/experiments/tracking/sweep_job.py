@@ -94,8 +94,8 @@ def _canonical_value(value: Any) -> str:
         return json.dumps(value)
     if isinstance(value, float):
         return repr(value)
-    if isinstance(value, (list, dict)):
-        return json.dumps(value, sort_keys=True, default=str)
+    if isinstance(value, (list, dict)):  # no spaces: points and swept parts are split on spaces
+        return json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
     return str(value)
 
 
