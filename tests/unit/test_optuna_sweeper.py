@@ -215,6 +215,8 @@ def test_rerun_resumes_study_and_seed_reproduces_trials(app: Path) -> None:
     assert json.loads((app / "second" / "optuna_summary.json").read_text())["n_trials"] == 12
     # job dirs are numbered by trial, so a resumed sweep does not reuse the first run's numbers
     assert sorted(int(p.name) for p in (app / "second").iterdir() if p.is_dir()) == list(range(6, 12))
+    # the resumed invocation does not replay the first one's proposals (same seed, offset by study size)
+    assert not {t.params["x"] for t in study.trials[:6]} & {t.params["x"] for t in study.trials[6:]}
 
     # the same sampler seed in a fresh study proposes the same trials
     ok(run_sweep(app, "hydra.sweeper.study_name=replica", sweep_dir="replica"))

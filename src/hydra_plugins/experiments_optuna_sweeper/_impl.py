@@ -80,6 +80,13 @@ class OptunaSweeperImpl:
         study = _study.create_or_load_study(
             self.storage, self.study_name, self.directions, sampler, self.pruner_cfg
         )
+        resumed_at = len(study.get_trials(deepcopy=False))
+        if self.conf.seed is not None and resumed_at:
+            # The same seed again would replay the first invocation's random (startup) proposals;
+            # offset by the study's size: still reproducible, no repeated trials.
+            study.sampler = _study.build_sampler(
+                self.conf.sampler, self.conf.seed + resumed_at, kwargs, grid, len(self.directions)
+            )
         bound = self.conf.total_trials
         if grid is not None:
             grid_size = math.prod(len(v) for v in grid.values())
