@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,8 +177,12 @@ class OptunaSweeperImpl:
                 log.info("Trial %d pruned: %s", trial.number, error)
                 return Outcome(TrialState.PRUNED)
             if isinstance(error, BaseException):
+                # As Hydra does for a single run: the message, and the traceback on request only
+                # (a trial refused for a bad value should read as one sentence, not a stack).
+                full = os.environ.get("HYDRA_FULL_ERROR") == "1"
                 log.warning(
-                    "Trial %d failed: %s: %s", trial.number, type(error).__name__, error, exc_info=error
+                    "Trial %d failed: %s: %s%s", trial.number, type(error).__name__, error,
+                    "" if full else " (HYDRA_FULL_ERROR=1 shows its traceback)", exc_info=error if full else None,
                 )
                 return Outcome(TrialState.FAIL, reason=f"{type(error).__name__}: {error}")
             return Outcome(TrialState.FAIL, reason=f"job status {ret.status.name}")
