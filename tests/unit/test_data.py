@@ -93,3 +93,11 @@ def test_datamodule_serves_whole_batches_in_a_seeded_order() -> None:
     assert dm.input_dim == 3 and dm.num_outputs == 1
     val, train_eval = dm.val_dataloader()
     assert sum(len(b[0]) for b in train_eval) == 50  # the whole training split, for eval-mode train metrics
+
+
+@pytest.mark.parametrize("name", ["breast_cancer", "iris", "wine", "digits", "diabetes"])
+def test_default_fractions_use_every_row_of_each_bundled_dataset(name: str) -> None:
+    data = load_source(name, {})
+    split = split_data(data, 0.7, 0.15, 0.15, seed=0)
+    assert sum(split.sizes.values()) == len(data.targets)
+    assert split.sizes["train"] == round(0.7 * len(data.targets))

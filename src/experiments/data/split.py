@@ -32,27 +32,27 @@ def split_data(data: TabularData, train: float, val: float, test: float, seed: i
     from sklearn.model_selection import train_test_split
 
     n = len(data.targets)
-    indices = np.arange(n)
     stratify = data.targets if data.task != "regression" else None
-    n_train, n_val, n_test = (int(round(f * n)) for f in (train, val, test))
-    used = min(n, n_train + n_val + n_test)
-    if used < n:
-        indices, _ = train_test_split(indices, train_size=used, random_state=seed, stratify=stratify)
-        stratify = data.targets[indices] if stratify is not None else None
+    n_train, n_val = int(round(train * n)), int(round(val * n))
+    # Fractions that sum to 1 use every sample: rounding must not leave a stray row out.
+    n_test = n - n_train - n_val if train + val + test >= 1 - 1e-9 else int(round(test * n))
+    n_test = max(0, min(n_test, n - n_train - n_val))
 
-    def cut(idx: np.ndarray, size: int, strat: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    def cut(idx: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """`size` samples of `idx` (stratified when classes allow it) and the rest."""
         if size == 0:
             return idx[:0], idx
         if size >= len(idx):
             return idx, idx[:0]
+        strat = stratify[idx] if stratify is not None else None
         try:
             return tuple(train_test_split(idx, train_size=size, random_state=seed, stratify=strat))  # type: ignore[return-value]
         except ValueError:  # too few members of a class to stratify: fall back to a plain shuffle
             return tuple(train_test_split(idx, train_size=size, random_state=seed))  # type: ignore[return-value]
 
-    train_idx, rest = cut(indices, n_train, stratify)
-    val_idx, test_idx = cut(rest, n_val, data.targets[rest] if stratify is not None else None)
-    test_idx = test_idx[:n_test]
+    used, _ = cut(np.arange(n), n_train + n_val + n_test)
+    train_idx, rest = cut(used, n_train)
+    val_idx, test_idx = cut(rest, n_val)
     x, y = data.features, data.targets
     return SplitArrays(x[train_idx], y[train_idx], x[val_idx], y[val_idx], x[test_idx], y[test_idx])
 
