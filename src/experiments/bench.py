@@ -129,12 +129,15 @@ def measure_fixed_costs(repeats: int = 3) -> dict[str, Any]:
     probe = "import sys,experiments.cli as c\ntry: c.main(sys.argv[1:])\nexcept SystemExit: pass\nprint('torch' in sys.modules)"
     help_imports_torch = subprocess.run([sys.executable, "-c", probe, "--help"], capture_output=True,
                                         text=True).stdout.strip().endswith("True")
-    error_imports_torch = subprocess.run([sys.executable, "-c", probe, "train", "model.activation=nope"],
-                                         capture_output=True, text=True).stdout.strip().endswith("True")
-    help_s = statistics.median(_wall([*cli, "--help"]) for _ in range(repeats))
-    error_s = statistics.median(_wall([*cli, "train", "model.activation=nope"]) for _ in range(repeats))
-
     with tempfile.TemporaryDirectory() as tmp:
+        error_imports_torch = subprocess.run(
+            [sys.executable, "-c", probe, "train", f"paths.output_dir={tmp}", "model.activation=nope"],
+            capture_output=True, text=True,
+        ).stdout.strip().endswith("True")
+    with tempfile.TemporaryDirectory() as tmp:
+        help_s = statistics.median(_wall([*cli, "--help"]) for _ in range(repeats))
+        error_s = statistics.median(_wall([*cli, "train", f"paths.output_dir={tmp}", "model.activation=nope"])
+                                    for _ in range(repeats))
         phase_file = Path(tmp) / "phases.jsonl"
         start = time.time()
         subprocess.run([*cli, "train", f"paths.output_dir={tmp}", "callbacks.progress_bar=null",

@@ -118,7 +118,10 @@ def test_bad_checkpoints_and_unknown_runs_are_one_clear_line(trained: dict, tmp_
             f"belongs to MLflow run {run_id} of the store {store_uri(trained['outputs'])}, which is not in the store",
         "model=x": "experiments eval takes key=value arguments with keys run_id, ckpt_path",
     }
+    home = f"tracking_uri={store_uri(trained['outputs'])}"  # never the project's own store
     for args, expected in cases.items():
+        if "tracking_uri=" not in args and args != "model=x":
+            args = f"{args} {home}"
         code, _, err = _eval(capsys, *args.split())
         assert code == 2, (args, err)
         assert expected in err, (args, err)

@@ -6,8 +6,14 @@ so creation and migration happen once, under a file lock, before any training (o
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
+
+# Creating a store makes MLflow and alembic log their migrations at INFO; a user's error message
+# (or a run's output) should not be buried under them.
+for _noisy in ("mlflow.store.db.utils", "alembic", "alembic.runtime.migration"):
+    logging.getLogger(_noisy).setLevel(logging.WARNING)
 
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"  # makes the UI open the experiment on its runs, not GenAI
