@@ -206,7 +206,6 @@ class ExperimentModule(pl.LightningModule):
         optimizer = build_optimizer(self.net.parameters(), **self.optimizer_cfg)
         scheduler = build_scheduler(
             optimizer,
-            monitor=self.monitor,
             mode=self.monitor_mode,
             max_epochs=self.trainer.max_epochs or 1,
             **self.scheduler_cfg,

@@ -21,10 +21,11 @@ def build_optimizer(params: Any, name: str, lr: float, weight_decay: float = 0.0
     return torch.optim.RMSprop(params, lr=lr, momentum=momentum, eps=eps, weight_decay=weight_decay)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, name: str, monitor: str, mode: str, max_epochs: int,
+def build_scheduler(optimizer: torch.optim.Optimizer, name: str, mode: str, max_epochs: int,
                     step_size: int = 10, gamma: float = 0.1, patience: int = 5, factor: float = 0.1,
                     min_lr: float = 0.0) -> dict[str, Any] | None:
-    """Lightning's lr_scheduler dict, stepped per epoch; None when no scheduler is configured."""
+    """Lightning's lr_scheduler dict; None when no scheduler is configured. The module steps it once per
+    epoch itself (manual optimization), feeding `plateau` the monitored metric."""
     assert name in choices.SCHEDULERS, name
     if name == "none":
         return None
@@ -36,4 +37,4 @@ def build_scheduler(optimizer: torch.optim.Optimizer, name: str, monitor: str, m
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode=mode, patience=patience, factor=factor, min_lr=min_lr
         )
-    return {"scheduler": scheduler, "interval": "epoch", "monitor": monitor}
+    return {"scheduler": scheduler, "interval": "epoch"}

@@ -1,0 +1,78 @@
+"""Training controls wired through the module's own optimization step: schedulers, gradient clipping,
+the seed's loss-threshold stop, and grouped steps giving the same result as one step per item."""
+
+from __future__ import annotations
+
+import io
+from contextlib import redirect_stdout
+
+import pytest
+import torch
+
+from experiments.train import train
+
+QUICK = ["logger=none", "callbacks.learning_curve=null", "data.options.n_samples=200", "test=false"]
+
+
+def _train(compose_cfg, overrides: list[str]) -> dict[str, float]:
+    with redirect_stdout(io.StringIO()):
+        return train(compose_cfg([*QUICK, *overrides]))
+
+
+def _run_end(monkeypatch: pytest.MonkeyPatch, compose_cfg, overrides: list[str]) -> dict:
+    """Train; return the first layer's weights and the epoch count as the run ended."""
+    from experiments.models import module as module_file
+
+    seen: dict = {}
+    original = module_file.ExperimentModule.on_train_end
+
+    def remember(self):  # type: ignore[no-untyped-def]
+        seen.update(weights=self.net[0].weight.detach().clone(), epochs=self.current_epoch)
+        return original(self)
+
+    monkeypatch.setattr(module_file.ExperimentModule, "on_train_end", remember, raising=False)
+    seen["metrics"] = _train(compose_cfg, overrides)
+    return seen
+
+
+def _final_weights(monkeypatch: pytest.MonkeyPatch, compose_cfg, overrides: list[str]) -> torch.Tensor:
+    return _run_end(monkeypatch, compose_cfg, overrides)["weights"]
+
+
+def test_grouped_steps_train_exactly_like_one_step_per_item(monkeypatch: pytest.MonkeyPatch, compose_cfg) -> None:
+    grouped = _final_weights(monkeypatch, compose_cfg, ["trainer.max_epochs=3", "steps_per_item=auto"])
+    single = _final_weights(monkeypatch, compose_cfg, ["trainer.max_epochs=3", "steps_per_item=1"])
+    assert torch.equal(grouped, single)
+
+
+def test_step_scheduler_lowers_the_learning_rate_each_epoch(monkeypatch: pytest.MonkeyPatch, compose_cfg) -> None:
+    from experiments.models import module as module_file
+
+    rates: list[float] = []
+    original = module_file.ExperimentModule.on_train_epoch_end
+
+    def record(self):  # type: ignore[no-untyped-def]
+        original(self)
+        rates.append(self.optimizers().optimizer.param_groups[0]["lr"])
+
+    monkeypatch.setattr(module_file.ExperimentModule, "on_train_epoch_end", record)
+    _train(compose_cfg, ["trainer.max_epochs=3", "scheduler=step", "scheduler.step_size=1", "scheduler.gamma=0.5",
+                         "optimizer.lr=0.1"])
+    assert rates == pytest.approx([0.05, 0.025, 0.0125])
+
+
+def test_gradient_clipping_from_the_trainer_config_changes_training(monkeypatch: pytest.MonkeyPatch,
+                                                                    compose_cfg) -> None:
+    plain = _final_weights(monkeypatch, compose_cfg, ["trainer.max_epochs=2", "optimizer=sgd", "optimizer.lr=0.5"])
+    clipped = _final_weights(monkeypatch, compose_cfg, ["trainer.max_epochs=2", "optimizer=sgd", "optimizer.lr=0.5",
+                                                        "trainer.gradient_clip_val=0.001"])
+    assert not torch.allclose(plain, clipped)
+
+
+def test_loss_threshold_stops_training_when_reached(monkeypatch: pytest.MonkeyPatch, compose_cfg) -> None:
+    end = _run_end(monkeypatch, compose_cfg, ["trainer.max_epochs=60", "optimizer.lr=0.01",
+                                               "callbacks.loss_threshold.threshold=0.6"])
+    assert end["metrics"]["train/loss"] <= 0.6
+    assert end["epochs"] < 59  # stopped at the threshold, not at max_epochs
+    unstopped = _run_end(monkeypatch, compose_cfg, ["trainer.max_epochs=60", "optimizer.lr=0.01"])
+    assert unstopped["epochs"] == 60
