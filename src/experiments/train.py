@@ -143,6 +143,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
             tested = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
             metrics.update({k: float(v) for k, v in tested[0].items()})
+        mark("test_end")
         if logger is not None and trainer.is_global_zero:
             if cfg.logger.get("log_model", True):
                 from experiments.models.tasks import Predictor
@@ -151,6 +152,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 log_trained_model(logger, Predictor(module.net, datamodule.task), example)
             log_checkpoints(logger, trainer.checkpoint_callbacks, cfg.get("log_checkpoints", "none"))
             finish_run(logger, "FINISHED")
+        mark("run_closed")
     except NonFiniteLossError as err:
         if logger is not None and trainer.is_global_zero:
             finish_run(logger, "FAILED", str(err))
@@ -175,6 +177,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         from experiments.summary import print_summary
 
         print_summary(metrics, logger, run_name_for(cfg))
+    mark("train_returned")
     return metrics
 
 

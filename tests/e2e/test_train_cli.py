@@ -109,10 +109,10 @@ def test_bad_override_gives_one_clear_line_and_logs_nothing(tmp_path: Path, outp
 
 def test_help_and_config_errors_do_not_import_torch(tmp_path: Path) -> None:
     probe = (
-        "import sys, runpy\n"
-        "sys.argv = ['experiments'] + sys.argv[1:]\n"
+        "import sys\n"
+        "from experiments.cli import main\n"
         "try:\n"
-        "    runpy.run_module('experiments', run_name='__main__')\n"
+        "    main(sys.argv[1:])\n"
         "except SystemExit:\n"
         "    pass\n"
         "print('TORCH_LOADED' if 'torch' in sys.modules else 'TORCH_FREE', file=sys.stderr)\n"
