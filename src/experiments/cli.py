@@ -83,6 +83,8 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in COMMANDS:
         command, rest = args[0], args[1:]
+    elif args and args[0] in ("-sc", "--shell-completion"):
+        command, rest = "train", args  # Hydra's completion script calls the program without the subcommand
     elif os.environ.get(SUBCOMMAND_ENV) in COMMANDS and (not args or args[0] not in ("help", "-h", "--help")):
         command, rest = os.environ[SUBCOMMAND_ENV], args  # a re-executed DDP rank
     elif not args or args[0] in ("help", "-h", "--help"):

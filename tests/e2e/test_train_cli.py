@@ -125,3 +125,12 @@ def test_help_and_config_errors_do_not_import_torch(tmp_path: Path) -> None:
         out = subprocess.run([sys.executable, "-c", probe, *args], cwd=tmp_path, capture_output=True, text=True,
                              timeout=120)
         assert "TORCH_FREE" in out.stderr, (args, out.stderr[-2000:])
+
+
+def test_shell_completion_completes_config_keys(tmp_path: Path) -> None:
+    install = run_cli(["train", "--shell-completion", "install=bash"], cwd=tmp_path)
+    assert install.returncode == 0 and "hydra_bash_completion" in install.stdout
+    # The installed script calls `experiments -sc query=bash` with the typed line in COMP_LINE.
+    line = "experiments train model.act"
+    query = run_cli(["-sc", "query=bash"], cwd=tmp_path, env={"COMP_LINE": line, "COMP_POINT": str(len(line))})
+    assert "model.activation=" in query.stdout, query.stderr[-2000:]
