@@ -7,8 +7,10 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from mlflow.tracking import MlflowClient
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -71,3 +73,18 @@ def run_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeo
         [sys.executable, "-m", "experiments", *args],
         cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
     )
+
+
+def parent_and_children(outputs: Path) -> tuple[MlflowClient, Any, list[Any]]:
+    """The one parent run in the store and its children; fails if there are several parents."""
+    client = MlflowClient(store_uri(outputs))
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=1000)
+    parents = [run for run in runs if run.data.tags.get("sweep.role") == "parent"]
+    assert len(parents) == 1, [(run.info.run_name, run.info.status) for run in parents]
+    parent = parents[0]
+    children = [run for run in runs if run is not parent]
+    for child in children:
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id, child.info.run_name
+        assert child.data.tags["sweep"] == parent.info.run_id
+        assert child.info.experiment_id == parent.info.experiment_id
+    return client, parent, children

@@ -12,7 +12,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import FAST, run_cli, store_uri
+from tests.conftest import FAST, parent_and_children, run_cli, store_uri
 
 pytestmark = pytest.mark.e2e
 
@@ -38,13 +38,7 @@ def load_study(outputs: Path, name: str) -> optuna.Study:
 
 def sweep_runs(outputs: Path) -> tuple[MlflowClient, Any, dict[int, Any]]:
     """The store's one parent run and its children by Optuna trial number."""
-    client = MlflowClient(store_uri(outputs))
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=1000)
-    parents = [run for run in runs if run.data.tags.get("sweep.role") == "parent"]
-    assert len(parents) == 1, [(run.info.run_name, run.info.status) for run in parents]
-    parent = parents[0]
-    children = [run for run in runs if run is not parent]
-    assert all(run.data.tags["mlflow.parentRunId"] == parent.info.run_id for run in children)
+    client, parent, children = parent_and_children(outputs)
     by_trial = {int(run.data.params["optuna.trial_number"]): run for run in children}
     assert len(by_trial) == len(children), "two runs claim the same trial"
     return client, parent, by_trial

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import FAST, run_cli, store_uri
+from tests.conftest import FAST, parent_and_children, run_cli, store_uri
 
 pytestmark = pytest.mark.e2e
 
@@ -27,21 +27,6 @@ METRIC = "val/loss_best"
 
 def sweep(outputs: Path, cwd: Path, *args: str) -> Any:
     return run_cli(["train", "-m", f"paths.output_dir={outputs}", *QUICK, *args], cwd=cwd)
-
-
-def parent_and_children(outputs: Path) -> tuple[MlflowClient, Any, list[Any]]:
-    """The one parent run in the store and its children; fails if there are several parents."""
-    client = MlflowClient(store_uri(outputs))
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=1000)
-    parents = [run for run in runs if run.data.tags.get("sweep.role") == "parent"]
-    assert len(parents) == 1, [(run.info.run_name, run.info.status) for run in parents]
-    parent = parents[0]
-    children = [run for run in runs if run is not parent]
-    for child in children:
-        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id, child.info.run_name
-        assert child.data.tags["sweep"] == parent.info.run_id
-        assert child.info.experiment_id == parent.info.experiment_id
-    return client, parent, children
 
 
 def test_grid_sweep_is_one_parent_with_a_finished_child_per_point(tmp_path: Path, outputs: Path) -> None:
