@@ -80,7 +80,8 @@ def run_framework(workload: dict[str, Any]) -> dict[str, float]:
         cfg = compose(workload, Path(tmp))
         with contextlib.redirect_stdout(io.StringIO()):
             metrics = train(cfg)
-    from experiments.bench_worker import FitTimer as Timer  # the class the config instantiated, not __main__'s
+    # The class the config instantiated (module experiments.bench_worker), not this __main__'s copy.
+    from experiments.bench_worker import FitTimer as Timer
 
     return {**Timer.last, "final_loss": metrics["train/objective"]}
 

@@ -54,14 +54,18 @@ def train(cfg: DictConfig) -> dict[str, float]:
     validate_config(cfg)
 
     import lightning.pytorch as pl
-    import torch
     from hydra.utils import instantiate
 
     from experiments.callbacks.nan_guard import NanGuard, NonFiniteLossError
     from experiments.hardware import build_trainer, check_hardware
     from experiments.models.mlp import build_mlp, count_parameters
     from experiments.models.module import ExperimentModule
-    from experiments.runtime import apply_threads, choose_steps_per_item, choose_threads, quiet_lightning_warnings
+    from experiments.runtime import (
+        apply_threads,
+        choose_steps_per_item,
+        choose_threads,
+        quiet_lightning_warnings,
+    )
     from experiments.tracking.run import build_logger, finish_run, log_run_metadata, log_trained_model
 
     quiet_lightning_warnings()

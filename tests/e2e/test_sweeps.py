@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import FAST, parent_and_children, run_cli, store_uri
+from tests.conftest import FAST, parent_and_children, run_cli
 
 pytestmark = pytest.mark.e2e
 
