@@ -324,6 +324,14 @@ def test_resuming_with_other_directions_is_refused(app: Path) -> None:
     assert "optimizes ['minimize'], but hydra.sweeper.direction is ['maximize']" in result.stderr
 
 
+def run_two_workers(app: Path, *overrides: str) -> None:
+    """The same sweep started twice at once (seeds 0 and 1) against one storage; both must succeed."""
+    workers = [start_sweep(app, *overrides, f"hydra.sweeper.seed={i}", sweep_dir=f"w{i}") for i in range(2)]
+    for proc in workers:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+
+
 @pytest.mark.e2e
 def test_two_concurrent_workers_share_one_study(app: Path) -> None:
     common = (
@@ -332,10 +340,7 @@ def test_two_concurrent_workers_share_one_study(app: Path) -> None:
         "hydra.sweeper.n_jobs=2",
         "hydra.sweeper.sampler=random",
     )
-    workers = [start_sweep(app, *common, f"hydra.sweeper.seed={i}", sweep_dir=f"w{i}") for i in range(2)]
-    for proc in workers:
-        _, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err[-3000:]
+    run_two_workers(app, *common)
     trials = load(app).trials
     assert [t.number for t in trials] == list(range(8))  # 4 + 4, no trial run twice
     assert states(load(app)) == ["COMPLETE"] * 8
@@ -355,10 +360,7 @@ def test_total_trials_bounds_the_study_across_workers(app: Path) -> None:
         "hydra.sweeper.total_trials=5",
         "hydra.sweeper.sampler=random",
     )
-    workers = [start_sweep(app, *common, f"hydra.sweeper.seed={i}", sweep_dir=f"w{i}") for i in range(2)]
-    for proc in workers:
-        _, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err[-3000:]
+    run_two_workers(app, *common)
     assert states(load(app)) == ["COMPLETE"] * 5
 
 
