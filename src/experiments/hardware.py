@@ -122,7 +122,7 @@ def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split())
 
 
-def build_trainer(trainer_cfg: DictConfig, callbacks: list[Any], logger: Any) -> Any:
+def build_trainer(trainer_cfg: DictConfig, callbacks: list[Any], logger: Any, plugins: list[Any] | None = None) -> Any:
     """`instantiate(trainer_cfg)` with hardware checks before and launch checks after."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
@@ -131,7 +131,7 @@ def build_trainer(trainer_cfg: DictConfig, callbacks: list[Any], logger: Any) ->
     check_hardware(trainer_cfg)
     quiet_distributed_warnings()
     try:
-        trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=logger)
+        trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=logger, plugins=plugins)
     except InstantiationException as err:
         cause = err.__cause__
         if isinstance(cause, (MisconfigurationException, ValueError, TypeError)):

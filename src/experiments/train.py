@@ -117,7 +117,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         logger = build_logger(cfg, run_name_for(cfg), tags)
     trainer_cfg = OmegaConf.create({k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items()
                                     if not k.startswith("gradient_clip")})
-    trainer: pl.Trainer = build_trainer(trainer_cfg, callbacks, logger or False)  # hardware + launch checks
+    from experiments.checkpoint_io import ThrottledCheckpointIO
+
+    plugins = [ThrottledCheckpointIO(float(cfg.get("checkpoint_every_s", 0)))]
+    trainer: pl.Trainer = build_trainer(trainer_cfg, callbacks, logger or False, plugins)  # hardware + launch checks
     steps_per_epoch = -(-datamodule.arrays.sizes["train"] // cfg.data.batch_size)
     datamodule.steps_per_item = choose_steps_per_item(cfg.steps_per_item, n_params, cfg.data.batch_size,
                                                       steps_per_epoch, trainer.world_size)

@@ -67,6 +67,9 @@ def validate_config(cfg: DictConfig) -> None:
             raise UserError(f"regularization.label_smoothing must be in [0, 1), got {reg.label_smoothing}.")
     if cfg.monitor_mode not in ("min", "max"):
         raise UserError(f"monitor_mode must be 'min' or 'max', got {cfg.monitor_mode!r}.")
+    every = cfg.get("checkpoint_every_s", 0)
+    if not isinstance(every, (int, float)) or isinstance(every, bool) or every < 0:
+        raise UserError(f"checkpoint_every_s must be a number of seconds >= 0 (0 = every epoch), got {every!r}.")
     _validate_early_stopping((cfg.get("callbacks") or {}).get("early_stopping"))
 
 

@@ -46,7 +46,7 @@ def _interrupt_after(epochs: int, outputs: Path, cwd: Path) -> subprocess.Comple
     while True:
         assert process.poll() is None, process.communicate()[1][-3000:]
         assert time.monotonic() < deadline, "training never reached the epoch to interrupt at"
-        if client is None and list(outputs.glob("runs/*/*/checkpoints/last.ckpt")):
+        if client is None and list(outputs.glob("runs/*/*/pacer_started")):
             # The training process created the store by now; opening it earlier could race that.
             client, runs = _runs(outputs)
             run_id = runs[0].info.run_id

@@ -46,6 +46,12 @@ class EpochMLFlowLogger(MLFlowLogger):
         self._last_write = time.monotonic()
 
     @rank_zero_only
+    def save(self) -> None:
+        # Lightning calls this as fitting starts (and after metrics it logs itself): writing here also
+        # restarts the clock, so a fast first epoch does not pay for the seconds of setup before it.
+        self.flush()
+
+    @rank_zero_only
     def finalize(self, status: str = "success") -> None:
         self.flush()
         super().finalize(status)
