@@ -34,8 +34,13 @@ def _detached_copy(value: Any) -> Any:
             copied._metadata = value._metadata  # type: ignore[attr-defined]
         return copied
     if type(value) in (list, tuple):
+        if not any(isinstance(item, _CONTAINERS) for item in value):
+            return type(value)(value)  # e.g. Python's RNG state: 625 ints, nothing to clone
         return type(value)(_detached_copy(item) for item in value)
     return value
+
+
+_CONTAINERS = (torch.Tensor, dict, list, tuple)
 
 
 class ThrottledCheckpointIO(_WrappingCheckpointIO):

@@ -54,12 +54,15 @@ class LearningCurvePlot(pl.Callback):
 
 def plot_learning_curve(history: dict[str, dict[int, float]], metric: str, path: Path) -> Path:
     """Two panels, loss and `metric`, each with the train and val line per epoch."""
-    import matplotlib
+    # A bare Figure on the Agg canvas with fixed margins: no pyplot state, and no `tight_layout`,
+    # which draws the whole figure once more just to measure it (a third of the plot's time).
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")  # no display needed, and the fastest backend to render a PNG
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), dpi=100)
+    fig = Figure(figsize=(9, 3.4), dpi=100)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2)
+    fig.subplots_adjust(left=0.075, right=0.985, bottom=0.15, top=0.86, wspace=0.25)
     for ax, name in zip(axes, ("loss", metric)):
         for split in ("train", "val"):
             series = history.get(f"{split}/{name}", {})
@@ -71,8 +74,6 @@ def plot_learning_curve(history: dict[str, dict[int, float]], metric: str, path:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle("learning curve (train split measured in eval mode)", fontsize=10)
-    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
-    plt.close(fig)
     return path

@@ -35,7 +35,7 @@ class TabularDataModule(pl.LightningDataModule):
         split_seed: int = 0,
         shuffle_seed: int = 0,
         keep_on_device: bool | str = "auto",
-        train_eval_size: int | None = 4096,
+        train_eval_size: int | None = 2048,
     ) -> None:
         super().__init__()
         fractions = {"train": 0.7, "val": 0.15, "test": 0.15, **(split or {})}

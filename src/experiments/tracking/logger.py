@@ -19,7 +19,7 @@ class EpochMLFlowLogger(MLFlowLogger):
     queue costs ~1.7 s to drain at every close, longer than the seed experiment trains.)
     """
 
-    def __init__(self, *args: Any, flush_every_s: float = 1.0, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, flush_every_s: float = 2.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.flush_every_s = flush_every_s
         self._pending: list[Any] = []
