@@ -199,6 +199,10 @@ def record_continuation(logger: Any, cfg: DictConfig, fingerprint: str) -> None:
 
         start = int(torch.load(cfg.ckpt_path, map_location="cpu", weights_only=True).get("epoch", -1)) + 1
     client.set_tag(run_id, CONTINUED_TAG, str(start))
+    # Checkpoints reach the disk at most every `checkpoint_every_s`, metrics every few seconds: after a
+    # hard kill (SIGKILL, power loss) the run may have logged epochs past its last checkpoint.
+    logger.logged_through = {key: max((m.step for m in client.get_metric_history(run_id, key)), default=-1)
+                             for key in run.data.metrics}
     tags = run.data.tags
     drifts = code_drift(tags, recorded_diff(client, run)) + environment_drift(tags) + data_drift(tags, fingerprint)
     for drift in drifts:

@@ -106,3 +106,46 @@ def test_sigterm_then_resume_continues_the_same_run_and_ends_where_an_uninterrup
     assert resumed_weights.keys() == straight_weights.keys()
     for name, tensor in straight_weights.items():
         assert torch.equal(resumed_weights[name], tensor), name
+
+
+def test_a_hard_killed_run_resumes_from_its_last_written_checkpoint_without_logging_epochs_twice(
+    tmp_path: Path,
+) -> None:
+    """SIGKILL leaves no chance to write the checkpoint held in memory: the run has logged epochs past
+    its last checkpoint file. Resuming replays those epochs and logs each of them once."""
+    outputs = tmp_path / "killed"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **ENV}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    # Checkpoint files at most every 4 s, metrics every 2 s, epochs of 1 s: metrics run ahead.
+    process = subprocess.Popen(
+        [sys.executable, "-m", "experiments", "train", f"paths.output_dir={outputs}", *RUN, "checkpoint_every_s=4"],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 240
+    client, run_id, checkpoint_epoch, logged = None, None, -1, 0
+    while True:
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "the metrics never ran ahead of the checkpoint"
+        if client is None and list(outputs.glob("runs/*/*/pacer_started")):
+            client, runs = _runs(outputs)
+            run_id = runs[0].info.run_id
+        lasts = list(outputs.glob("runs/*/*/checkpoints/last.ckpt"))
+        if client is not None and lasts:
+            checkpoint_epoch = torch.load(lasts[0], map_location="cpu", weights_only=True)["epoch"]
+            logged = len(client.get_metric_history(run_id, "val/loss"))
+            if logged >= checkpoint_epoch + 3:
+                break
+        time.sleep(0.02)
+    process.kill()
+    process.communicate(timeout=60)
+    written = torch.load(lasts[0], map_location="cpu", weights_only=True)["epoch"]
+    assert written < logged - 1  # the kill caught the run with logged epochs past its last checkpoint
+
+    resumed = run_cli(["train", f"resume={run_id}", f"paths.output_dir={outputs}", *FAST], cwd=tmp_path, env=ENV)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    client, (run,) = _runs(outputs)
+    assert run.info.status == "FINISHED"
+    assert int(run.data.tags["resumed_from_epoch"]) == written + 1
+    for key in ("val/loss", "train/loss", "val/acc", "gap/loss"):
+        steps = [m.step for m in client.get_metric_history(run_id, key)]
+        assert sorted(steps) == list(range(7)), (key, sorted(steps))

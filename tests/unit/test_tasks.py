@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from experiments.models.tasks import Predictor, build_metrics, predict, task_loss
+from experiments.models.epoch_metrics import EpochOutputs, binary_scores
+from experiments.models.tasks import Predictor, predict, task_loss
 
 
 def test_binary_loss_is_bce_on_sigmoid_of_the_logit() -> None:
@@ -37,12 +38,49 @@ def test_label_smoothing_moves_binary_targets_toward_one_half() -> None:
     assert smoothed.item() == pytest.approx(manual.item())
 
 
-@pytest.mark.parametrize(
-    ("task", "keys"),
-    [("binary", {"acc", "auroc", "f1"}), ("multiclass", {"acc", "auroc", "f1"}), ("regression", {"mse", "mae", "r2"})],
-)
-def test_metric_sets_per_task(task: str, keys: set[str]) -> None:
-    assert set(build_metrics(task, 3).keys()) == keys
+def _reference(task: str, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    """The same scores from torchmetrics' class metrics, fed the way a Lightning module feeds them."""
+    from torchmetrics import MeanAbsoluteError, MeanSquaredError, R2Score
+    from torchmetrics.classification import AUROC, Accuracy, F1Score
+
+    if task == "regression":
+        metrics = {"mse": MeanSquaredError(), "mae": MeanAbsoluteError(), "r2": R2Score()}
+        preds = outputs.squeeze(-1)
+    elif task == "binary":
+        metrics = {"acc": Accuracy(task="binary"), "auroc": AUROC(task="binary"), "f1": F1Score(task="binary")}
+        preds = torch.sigmoid(outputs.squeeze(-1))
+    else:
+        kwargs = {"task": "multiclass", "num_classes": 3}
+        metrics = {"acc": Accuracy(**kwargs), "auroc": AUROC(**kwargs), "f1": F1Score(average="macro", **kwargs)}
+        preds = torch.softmax(outputs, dim=-1)
+    scores = {}
+    for name, metric in metrics.items():
+        for chunk_preds, chunk_targets in zip(preds.split(7), targets.split(7)):
+            metric.update(chunk_preds, chunk_targets)
+        scores[name] = float(metric.compute())
+    scores["loss"] = float(task_loss(outputs, targets, task))
+    return scores
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_epoch_scores_match_torchmetrics_whatever_the_batching(task: str) -> None:
+    generator = torch.Generator().manual_seed(3)
+    width = 3 if task == "multiclass" else 1
+    outputs = torch.randn(50, width, generator=generator) * 2
+    if task == "regression":
+        targets = outputs.squeeze(-1) + torch.randn(50, generator=generator)
+    else:
+        targets = torch.randint(0, max(width, 2), (50,), generator=generator)
+    collected = EpochOutputs(task, 3)
+    for chunk_outputs, chunk_targets in zip(outputs.split(16), targets.split(16)):
+        collected.update(chunk_outputs, chunk_targets)
+    scores = {name: float(value) for name, value in collected.compute().items()}
+    assert scores == pytest.approx(_reference(task, outputs, targets), rel=1e-5, abs=1e-6)
+
+
+def test_binary_f1_is_zero_when_no_positive_is_predicted_or_present() -> None:
+    scores = binary_scores(torch.full((4,), -3.0), torch.zeros(4, dtype=torch.long))
+    assert float(scores["f1"]) == 0.0 and float(scores["acc"]) == 1.0
 
 
 def test_predictor_wraps_net_with_the_task_transform() -> None:

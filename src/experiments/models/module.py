@@ -8,11 +8,11 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from torch import nn
-from torchmetrics import MeanMetric
 
+from experiments.models.epoch_metrics import EpochOutputs
 from experiments.models.optim import build_optimizer, build_scheduler
 from experiments.models.regularization import add_input_noise, apply_max_norm, weight_penalty
-from experiments.models.tasks import build_metrics, main_metric, task_loss
+from experiments.models.tasks import main_metric, task_loss
 from experiments.timing import mark
 
 
@@ -62,13 +62,10 @@ class ExperimentModule(pl.LightningModule):
         self.monitor_mode = monitor_mode
         self.main_metric = main_metric(task)
 
-        metrics = build_metrics(task, num_classes)
-        self.train_metrics = metrics.clone(prefix="train/")
-        self.val_metrics = metrics.clone(prefix="val/")
-        self.test_metrics = metrics.clone(prefix="test/")
-        self.train_loss = MeanMetric()
-        self.val_loss = MeanMetric()
-        self.test_loss = MeanMetric()
+        # Loss and metrics of each evaluated split, scored once per epoch (see epoch_metrics.py).
+        self.train_outputs = EpochOutputs(task, num_classes)
+        self.val_outputs = EpochOutputs(task, num_classes)
+        self.test_outputs = EpochOutputs(task, num_classes)
         # Running mean of what the optimizer minimized (loss + penalties), summed on-device per epoch.
         self._objective_sum = torch.zeros(())
         self._objective_steps = 0
@@ -150,34 +147,32 @@ class ExperimentModule(pl.LightningModule):
         else:
             scheduler.step()
 
-    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], loss_metric: MeanMetric, metrics: Any) -> None:
-        x, y = batch
-        output = self.net(x)
-        loss_metric.update(task_loss(output, y, self.task), weight=len(y))
-        metrics.update(output.squeeze(-1) if self.task != "multiclass" else output, y)
-
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        if dataloader_idx == 0:
-            self._evaluate(batch, self.val_loss, self.val_metrics)
-        else:  # the training split, in eval mode
-            self._evaluate(batch, self.train_loss, self.train_metrics)
+        x, y = batch
+        # The training split comes second, evaluated in eval mode like the validation split.
+        (self.val_outputs if dataloader_idx == 0 else self.train_outputs).update(self.net(x), y)
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._evaluate(batch, self.test_loss, self.test_metrics)
+        x, y = batch
+        self.test_outputs.update(self.net(x), y)
+
+    @staticmethod
+    def _scored(outputs: EpochOutputs, prefix: str) -> dict[str, torch.Tensor]:
+        return {f"{prefix}/{name}": value for name, value in outputs.compute().items()}
 
     def on_validation_epoch_end(self) -> None:
-        values = {"val/loss": self.val_loss.compute(), **self.val_metrics.compute()}
-        has_train_pass = self.train_loss.update_count > 0 or self.trainer.world_size > 1
+        values = self._scored(self.val_outputs, "val")
+        has_train_pass = self.train_outputs.update_count > 0 or self.trainer.world_size > 1
         if has_train_pass:
-            values.update({"train/loss": self.train_loss.compute(), **self.train_metrics.compute()})
+            values.update(self._scored(self.train_outputs, "train"))
             values["gap/loss"] = values["val/loss"] - values["train/loss"]
             main = self.main_metric
             values[f"gap/{main}"] = values[f"train/{main}"] - values[f"val/{main}"]
         if self._objective_steps > 0:
             mean = self._objective_sum / self._objective_steps
             values["train/objective"] = self.trainer.strategy.reduce(mean, reduce_op="mean")
-        for metric in (self.val_loss, self.val_metrics, self.train_loss, self.train_metrics):
-            metric.reset()
+        self.val_outputs.reset()
+        self.train_outputs.reset()
         if self.trainer.sanity_checking:
             return
         if self.monitor in values:
@@ -202,9 +197,8 @@ class ExperimentModule(pl.LightningModule):
             self.logger.log_metrics(dict(zip(values, numbers)), step=self.current_epoch)
 
     def on_test_epoch_end(self) -> None:
-        values = {"test/loss": self.test_loss.compute(), **self.test_metrics.compute()}
-        self.test_loss.reset()
-        self.test_metrics.reset()
+        values = self._scored(self.test_outputs, "test")
+        self.test_outputs.reset()
         self.log_dict(values)
 
     def configure_optimizers(self) -> Any:

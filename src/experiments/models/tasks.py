@@ -5,8 +5,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, R2Score
-from torchmetrics.classification import AUROC, Accuracy, F1Score
 
 
 def task_loss(output: torch.Tensor, target: torch.Tensor, task: str, label_smoothing: float = 0.0) -> torch.Tensor:
@@ -34,20 +32,6 @@ def predict(output: torch.Tensor, task: str) -> torch.Tensor:
 def main_metric(task: str) -> str:
     """The metric a gap is reported for besides the loss (higher is better)."""
     return "r2" if task == "regression" else "acc"
-
-
-def build_metrics(task: str, num_classes: int) -> MetricCollection:
-    if task == "regression":
-        return MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError(), "r2": R2Score()})
-    kind = "binary" if task == "binary" else "multiclass"
-    kwargs = {"num_classes": num_classes} if kind == "multiclass" else {}
-    return MetricCollection(
-        {
-            "acc": Accuracy(task=kind, **kwargs),
-            "auroc": AUROC(task=kind, **kwargs),
-            "f1": F1Score(task=kind, average="macro" if kind == "multiclass" else "micro", **kwargs),
-        }
-    )
 
 
 class Predictor(nn.Module):

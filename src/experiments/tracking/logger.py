@@ -23,6 +23,9 @@ class EpochMLFlowLogger(MLFlowLogger):
         super().__init__(*args, **kwargs)
         self.flush_every_s = flush_every_s
         self._pending: list[Any] = []
+        # A resumed run replays the epochs after its last checkpoint; those it had logged already
+        # (written before a hard kill caught the checkpoint in memory) are not logged twice.
+        self.logged_through: dict[str, int] = {}
         self._last_write = time.monotonic()
 
     @rank_zero_only
@@ -33,7 +36,8 @@ class EpochMLFlowLogger(MLFlowLogger):
         epoch = metrics.pop("epoch", None)
         step = int(epoch) if epoch is not None else int(step or 0)
         timestamp = int(time.time() * 1000)
-        self._pending += [Metric(key=k, value=float(v), timestamp=timestamp, step=step) for k, v in metrics.items()]
+        self._pending += [Metric(key=k, value=float(v), timestamp=timestamp, step=step) for k, v in metrics.items()
+                          if step > self.logged_through.get(k, -1)]
         if time.monotonic() - self._last_write >= self.flush_every_s:
             self.flush()
 
