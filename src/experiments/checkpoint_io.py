@@ -44,16 +44,20 @@ _CONTAINERS = (torch.Tensor, dict, list, tuple)
 
 
 class ThrottledCheckpointIO(_WrappingCheckpointIO):
-    """Wraps the strategy's own checkpoint IO (Lightning fills it in), deferring and coalescing writes."""
+    """Wraps the strategy's own checkpoint IO (Lightning fills it in), deferring and coalescing the
+    writes of one fit; after it, saves go straight to disk."""
 
     def __init__(self, every_s: float = 10.0) -> None:
         super().__init__()
         self.every_s = float(every_s)
         self._pending: dict[str, tuple[dict[str, Any], Any]] = {}
         self._last_write = time.monotonic()
+        # Deferring ends with the first teardown (the end of fitting): saves after it, such as the
+        # weights a `ddp_spawn` worker hands back to the main process, must be on disk at once.
+        self._deferring = True
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-        if self.every_s <= 0:
+        if self.every_s <= 0 or not self._deferring:
             super().save_checkpoint(checkpoint, path, storage_options=storage_options)
             return
         self._pending[str(path)] = (_detached_copy(checkpoint), storage_options)
@@ -79,5 +83,6 @@ class ThrottledCheckpointIO(_WrappingCheckpointIO):
 
     def teardown(self) -> None:
         self.flush()
+        self._deferring = False
         if self.checkpoint_io is not None:
             self.checkpoint_io.teardown()

@@ -37,9 +37,12 @@ def test_quick_bench_writes_every_figure(tmp_path: Path) -> None:
             for key in ("steps_per_s", "samples_per_s", "peak_rss_mb", "final_loss", "threads"):
                 assert figures[path][key] > 0, (name, path, key)
         assert figures["ratio"] > 0 and figures["target"] > 0
+        assert len(figures["ratio_each"]) == report["repeats"] and min(figures["ratio_each"]) > 0
     fixed = report["fixed_costs"]
     assert fixed["help_imports_torch"] is False and fixed["config_error_imports_torch"] is False
     assert fixed["help_s"] > 0 and fixed["config_error_s"] > 0
     phases = fixed["default_train"]
     assert phases["startup_s"] > 0 and phases["training_s"] > 0 and phases["wrapup_s"] > 0
     assert phases["total_s"] == pytest.approx(phases["startup_s"] + phases["training_s"] + phases["wrapup_s"])
+    assert sum(phases["wrapup_parts_s"].values()) == pytest.approx(phases["wrapup_s"])
+    assert min(phases["wrapup_parts_s"].values()) >= 0

@@ -33,14 +33,19 @@ def _runs(outputs: Path) -> tuple[MlflowClient, list]:
     return client, client.search_runs(experiments) if experiments else []
 
 
-def _interrupt_after(epochs: int, outputs: Path, cwd: Path) -> subprocess.CompletedProcess:
-    """Start training, wait until the MLflow run holds `epochs` epochs of val/loss, send SIGTERM."""
+def _start(outputs: Path, cwd: Path, extra: tuple[str, ...] = ()) -> subprocess.Popen:
+    """`experiments train` of RUN in the background, as a user's shell would start it."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **ENV}
     env.pop("MLFLOW_TRACKING_URI", None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "experiments", "train", f"paths.output_dir={outputs}", *RUN],
+    return subprocess.Popen(
+        [sys.executable, "-m", "experiments", "train", f"paths.output_dir={outputs}", *RUN, *extra],
         cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
+
+
+def _interrupt_after(epochs: int, outputs: Path, cwd: Path) -> subprocess.CompletedProcess:
+    """Start training, wait until the MLflow run holds `epochs` epochs of val/loss, send SIGTERM."""
+    process = _start(outputs, cwd)
     deadline = time.monotonic() + 240
     client, run_id = None, None
     while True:
@@ -114,13 +119,8 @@ def test_a_hard_killed_run_resumes_from_its_last_written_checkpoint_without_logg
     """SIGKILL leaves no chance to write the checkpoint held in memory: the run has logged epochs past
     its last checkpoint file. Resuming replays those epochs and logs each of them once."""
     outputs = tmp_path / "killed"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **ENV}
-    env.pop("MLFLOW_TRACKING_URI", None)
     # Checkpoint files at most every 4 s, metrics every 2 s, epochs of 1 s: metrics run ahead.
-    process = subprocess.Popen(
-        [sys.executable, "-m", "experiments", "train", f"paths.output_dir={outputs}", *RUN, "checkpoint_every_s=4"],
-        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
+    process = _start(outputs, tmp_path, ("checkpoint_every_s=4",))
     deadline = time.monotonic() + 240
     client, run_id, checkpoint_epoch, logged = None, None, -1, 0
     while True:
