@@ -200,7 +200,7 @@ def _print_report(report: dict[str, Any]) -> None:
         if phases:
             console.print("default `experiments train`: " + ", ".join(
                 f"{k[:-2]} {v:.2f} s" for k, v in phases.items() if isinstance(v, float)))
-            console.print("  wrap-up: " + ", ".join(f"{k[:-2].replace('_', ' ')} {v:.2f} s"
+            console.print("  wrap-up: " + ", ".join(f"{k.replace('_', ' ')} {v:.2f} s"
                                                     for k, v in phases["wrapup_parts_s"].items()))
 
 
