@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -43,21 +44,28 @@ def _start(outputs: Path, cwd: Path, extra: tuple[str, ...] = ()) -> subprocess.
     )
 
 
-def _interrupt_after(epochs: int, outputs: Path, cwd: Path) -> subprocess.CompletedProcess:
-    """Start training, wait until the MLflow run holds `epochs` epochs of val/loss, send SIGTERM."""
-    process = _start(outputs, cwd)
+def _wait_until(process: subprocess.Popen, outputs: Path, ready: Callable[[MlflowClient, str], bool],
+                never: str) -> tuple[MlflowClient, str]:
+    """Poll the running training's MLflow run until `ready(client, run_id)`; fail with `never`."""
     deadline = time.monotonic() + 240
-    client, run_id = None, None
+    client, run_id = None, ""
     while True:
         assert process.poll() is None, process.communicate()[1][-3000:]
-        assert time.monotonic() < deadline, "training never reached the epoch to interrupt at"
+        assert time.monotonic() < deadline, never
         if client is None and list(outputs.glob("runs/*/*/pacer_started")):
             # The training process created the store by now; opening it earlier could race that.
             client, runs = _runs(outputs)
             run_id = runs[0].info.run_id
-        if client is not None and len(client.get_metric_history(run_id, "val/loss")) >= epochs:
-            break
+        if client is not None and ready(client, run_id):
+            return client, run_id
         time.sleep(0.02)
+
+
+def _interrupt_after(epochs: int, outputs: Path, cwd: Path) -> subprocess.CompletedProcess:
+    """Start training, wait until the MLflow run holds `epochs` epochs of val/loss, send SIGTERM."""
+    process = _start(outputs, cwd)
+    _wait_until(process, outputs, lambda client, run_id: len(client.get_metric_history(run_id, "val/loss")) >= epochs,
+                "training never reached the epoch to interrupt at")
     process.send_signal(signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=120)
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
@@ -121,25 +129,21 @@ def test_a_hard_killed_run_resumes_from_its_last_written_checkpoint_without_logg
     outputs = tmp_path / "killed"
     # Checkpoint files at most every 4 s, metrics every 2 s, epochs of 1 s: metrics run ahead.
     process = _start(outputs, tmp_path, ("checkpoint_every_s=4",))
-    deadline = time.monotonic() + 240
-    client, run_id, checkpoint_epoch, logged = None, None, -1, 0
-    while True:
-        assert process.poll() is None, process.communicate()[1][-3000:]
-        assert time.monotonic() < deadline, "the metrics never ran ahead of the checkpoint"
-        if client is None and list(outputs.glob("runs/*/*/pacer_started")):
-            client, runs = _runs(outputs)
-            run_id = runs[0].info.run_id
+    seen = {"logged": 0}
+
+    def metrics_ahead(client: MlflowClient, run_id: str) -> bool:
         lasts = list(outputs.glob("runs/*/*/checkpoints/last.ckpt"))
-        if client is not None and lasts:
-            checkpoint_epoch = torch.load(lasts[0], map_location="cpu", weights_only=True)["epoch"]
-            logged = len(client.get_metric_history(run_id, "val/loss"))
-            if logged >= checkpoint_epoch + 3:
-                break
-        time.sleep(0.02)
+        if not lasts:
+            return False
+        seen["logged"] = len(client.get_metric_history(run_id, "val/loss"))
+        return seen["logged"] >= torch.load(lasts[0], map_location="cpu", weights_only=True)["epoch"] + 3
+
+    client, run_id = _wait_until(process, outputs, metrics_ahead, "the metrics never ran ahead of the checkpoint")
     process.kill()
     process.communicate(timeout=60)
-    written = torch.load(lasts[0], map_location="cpu", weights_only=True)["epoch"]
-    assert written < logged - 1  # the kill caught the run with logged epochs past its last checkpoint
+    (last,) = outputs.glob("runs/*/*/checkpoints/last.ckpt")
+    written = torch.load(last, map_location="cpu", weights_only=True)["epoch"]
+    assert written < seen["logged"] - 1  # the kill caught the run with logged epochs past its last checkpoint
 
     resumed = run_cli(["train", f"resume={run_id}", f"paths.output_dir={outputs}", *FAST], cwd=tmp_path, env=ENV)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
