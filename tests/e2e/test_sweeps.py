@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from mlflow.tracking import MlflowClient
 
+from experiments.paths import project_root
 from tests.conftest import FAST, parent_and_children, run_cli
 
 pytestmark = pytest.mark.e2e
@@ -97,13 +98,17 @@ def test_extending_a_named_grid_trains_only_the_new_points(tmp_path: Path, outpu
 
 def test_a_terminated_sweep_closes_its_parent(tmp_path: Path, outputs: Path) -> None:
     """SIGTERM (a cluster's time limit, `kill`) skips Hydra's on_multirun_end; the parent still ends."""
+    # The pacer makes each epoch last a second, so job 0 is still training when the signal lands on any
+    # machine (checkpoint files are no sign of that: they are written at most every few seconds).
     command = [sys.executable, "-m", "experiments", "train", "-m", f"paths.output_dir={outputs}", *QUICK,
-               "trainer.max_epochs=500", "seed=1,2,3"]
+               "trainer.max_epochs=500", "+callbacks.pacer._target_=tests.e2e.epoch_pacer.EpochPacer",
+               "+callbacks.pacer.seconds=1", "seed=1,2,3"]
     env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
+    env["PYTHONPATH"] = str(project_root())  # the pacer is importable from the repository root
     process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 240
-    while not list(outputs.glob("multiruns/*/*/0/checkpoints/*.ckpt")):  # job 0 is training
+    while not list(outputs.glob("multiruns/*/*/0/pacer_started")):  # job 0 is training
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()[0][-3000:]
         time.sleep(1)
     process.send_signal(signal.SIGTERM)
