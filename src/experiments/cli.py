@@ -45,6 +45,9 @@ examples:
 
 
 def _train(args: list[str]) -> int:
+    from experiments.runtime import pause_gc_for_startup
+
+    pause_gc_for_startup()  # `train()` resumes it when fitting starts
     os.environ[SUBCOMMAND_ENV] = "train"
     if "COMP_LINE" in os.environ:  # shell completion: Hydra must not see the subcommand as an override
         os.environ["COMP_LINE"] = os.environ["COMP_LINE"].replace(" train ", " ", 1)

@@ -65,6 +65,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         choose_steps_per_item,
         choose_threads,
         quiet_lightning_warnings,
+        resume_gc_after_startup,
     )
     from experiments.tracking.run import build_logger, finish_run, log_run_metadata, log_trained_model
 
@@ -138,6 +139,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
                          {"data.fingerprint": datamodule.fingerprint, "run_dir": str(cfg.paths.run_dir)})
         log_dataset_input(logger.experiment, logger.run_id, datamodule, dict(cfg.data.get("options") or {}))
 
+    resume_gc_after_startup()
     try:
         mark("fit_start")
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True if ckpt_path else None)

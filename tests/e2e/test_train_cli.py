@@ -64,6 +64,10 @@ def test_seed_experiment_trains_and_logs_one_finished_run(tmp_path: Path, output
         probabilities = model(torch.rand(7, 8)).numpy()
     assert probabilities.shape == (7,)
     assert np.all((probabilities >= 0) & (probabilities <= 1))
+    # Its environment pins what it needs to load: this torch, MLflow, and this package.
+    requirements = Path(mlflow.pyfunc.get_model_dependencies(f"runs:/{run.info.run_id}/model")).read_text().split()
+    assert f"torch=={torch.__version__.split('+')[0]}" in requirements and "experiments" in requirements
+    assert any(r.startswith("mlflow==") for r in requirements)
 
     # Run dirs land under outputs/runs with checkpoints.
     assert list((outputs / "runs").rglob("last.ckpt"))

@@ -76,3 +76,19 @@ def test_loss_threshold_stops_training_when_reached(monkeypatch: pytest.MonkeyPa
     assert end["epochs"] < 59  # stopped at the threshold, not at max_epochs
     unstopped = _run_end(monkeypatch, compose_cfg, ["trainer.max_epochs=60", "optimizer.lr=0.01"])
     assert unstopped["epochs"] == 60
+
+
+def test_training_collects_garbage_again_after_the_paused_start_up(compose_cfg) -> None:
+    """`experiments train` loads with cycle collection paused; a long training must not run without it."""
+    import gc
+
+    from experiments.runtime import pause_gc_for_startup
+
+    try:
+        pause_gc_for_startup()
+        assert not gc.isenabled()
+        _train(compose_cfg, ["trainer.max_epochs=1"])
+        assert gc.isenabled() and gc.get_freeze_count() > 0  # start-up's objects are frozen, not rescanned
+    finally:
+        gc.unfreeze()
+        gc.enable()
