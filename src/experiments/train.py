@@ -158,7 +158,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 from experiments.models.tasks import Predictor
 
                 example = datamodule.tensors("val").tensors[0][:5]
-                log_trained_model(logger, Predictor(module.net, datamodule.task), example)
+                # After testing, the module holds the best checkpoint's weights (the last epoch's without one).
+                log_trained_model(logger, Predictor(module.net, datamodule.task), example, module.best_epoch)
             log_checkpoints(logger, trainer.checkpoint_callbacks, cfg.get("log_checkpoints", "none"))
             finish_run(logger, "FINISHED")
         mark("run_closed")

@@ -64,6 +64,12 @@ def test_seed_experiment_trains_and_logs_one_finished_run(tmp_path: Path, output
         probabilities = model(torch.rand(7, 8)).numpy()
     assert probabilities.shape == (7,)
     assert np.all((probabilities >= 0) & (probabilities <= 1))
+    # It is filed in the run's experiment and carries the scores of its own weights (the best epoch's).
+    (output,) = run.outputs.model_outputs
+    logged = client.get_logged_model(output.model_id)
+    assert logged.experiment_id == run.info.experiment_id
+    assert {m.step for m in logged.metrics} == {int(run.data.metrics["val/loss_best_epoch"])}
+    assert {m.key: m.value for m in logged.metrics}["val/loss"] == pytest.approx(run.data.metrics["val/loss_best"])
     # Its environment pins what it needs to load: this torch, MLflow, and this package.
     requirements = Path(mlflow.pyfunc.get_model_dependencies(f"runs:/{run.info.run_id}/model")).read_text().split()
     assert f"torch=={torch.__version__.split('+')[0]}" in requirements and "experiments" in requirements

@@ -65,9 +65,12 @@ def log_run_metadata(logger: EpochMLFlowLogger, cfg: DictConfig, derived: dict[s
         client.log_artifacts(run_id, str(folder), artifact_path="config")
 
 
-def log_trained_model(logger: EpochMLFlowLogger, model: Any, example: Any) -> None:
+def log_trained_model(logger: EpochMLFlowLogger, model: Any, example: Any, epoch: int = 0) -> None:
     """`mlflow.pytorch.log_model` with explicit requirements and signature: the defaults infer
-    requirements in a subprocess and take seconds, longer than training the seed network."""
+    requirements in a subprocess and take seconds, longer than training the seed network.
+
+    `epoch` is the epoch the weights come from: MLflow attaches the run's metrics of that step to the
+    logged model, so its page shows the scores of these weights rather than those of epoch 0."""
     import logging
 
     import mlflow
@@ -85,10 +88,13 @@ def log_trained_model(logger: EpochMLFlowLogger, model: Any, example: Any) -> No
     previous_uri = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(logger._tracking_uri)
     try:
+        # Logged inside the run (not by `run_id=` alone): MLflow files the model under the active run's
+        # experiment and artifact store, and under the Default experiment and ./mlruns without one.
         with mlflow.start_run(run_id=logger.run_id, log_system_metrics=False), _requirements_map_of(requirements):
             mlflow.pytorch.log_model(
                 model,
                 name="model",
+                step=max(epoch, 0),
                 signature=signature,
                 input_example=example.numpy(),
                 pip_requirements=list(requirements.values()),
