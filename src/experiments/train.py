@@ -147,19 +147,21 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if trainer.interrupted:
             raise KeyboardInterrupt
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        weights_epoch = trainer.current_epoch - 1  # the module holds the last epoch's weights
         has_test = datamodule.arrays.sizes["test"] > 0
         if has_test and cfg.get("test", True):
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
             tested = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
             metrics.update({k: float(v) for k, v in tested[0].items()})
+            if best:
+                weights_epoch = module.best_epoch  # testing loaded the best checkpoint into the module
         mark("test_end")
         if logger is not None and trainer.is_global_zero:
             if cfg.logger.get("log_model", True):
                 from experiments.models.tasks import Predictor
 
                 example = datamodule.tensors("val").tensors[0][:5]
-                # After testing, the module holds the best checkpoint's weights (the last epoch's without one).
-                log_trained_model(logger, Predictor(module.net, datamodule.task), example, module.best_epoch)
+                log_trained_model(logger, Predictor(module.net, datamodule.task), example, weights_epoch)
             log_checkpoints(logger, trainer.checkpoint_callbacks, cfg.get("log_checkpoints", "none"))
             finish_run(logger, "FINISHED")
         mark("run_closed")
