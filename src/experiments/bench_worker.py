@@ -14,7 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
+from experiments.runtime import pause_gc_for_startup
+
+if __name__ == "__main__" and sys.argv[1:2] == ["framework"]:
+    pause_gc_for_startup()  # as `experiments train` starts (train() resumes it when fitting starts)
+
+import lightning.pytorch as pl  # noqa: E402
 
 
 class FitTimer(pl.Callback):

@@ -38,6 +38,7 @@ def test_quick_bench_writes_every_figure(tmp_path: Path) -> None:
                 assert figures[path][key] > 0, (name, path, key)
         assert figures["ratio"] > 0 and figures["target"] > 0
         assert len(figures["ratio_each"]) == report["repeats"] and min(figures["ratio_each"]) > 0
+        assert min(figures["ratio_each"]) <= figures["ratio_paired_median"] <= max(figures["ratio_each"])
     fixed = report["fixed_costs"]
     assert fixed["help_imports_torch"] is False and fixed["config_error_imports_torch"] is False
     assert fixed["help_s"] > 0 and fixed["config_error_s"] > 0
