@@ -147,7 +147,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if trainer.interrupted:
             raise KeyboardInterrupt
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        weights_epoch = trainer.current_epoch - 1  # the module holds the last epoch's weights
+        weights_epoch = _weights_epoch(trainer)
         has_test = datamodule.arrays.sizes["test"] > 0
         if has_test and cfg.get("test", True):
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
@@ -191,6 +191,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
         print_summary(metrics, logger, run_name_for(cfg))
     mark("train_returned")
     return metrics
+
+
+def _weights_epoch(trainer: Any) -> int:
+    """The epoch whose weights the module holds when fitting ends: early stopping's best epoch when it
+    restored them, else the last one."""
+    from experiments.callbacks.early_stopping import EarlyStopping
+
+    for callback in trainer.callbacks:
+        if isinstance(callback, EarlyStopping) and callback.restored_epoch is not None:
+            return callback.restored_epoch
+    return trainer.current_epoch - 1
 
 
 def objective_value(metrics: dict[str, float], cfg: DictConfig) -> Any:

@@ -53,6 +53,7 @@ def test_restores_the_weights_of_the_best_epoch(tmp_path) -> None:
     assert history.values[epochs[-1]] > history.values[best_epoch]
     # The model we are left with scores the best epoch's val loss, not the last one's.
     assert final_val_loss == pytest.approx(history.values[best_epoch], rel=1e-5)
+    assert stopper.restored_epoch == best_epoch  # the epoch a logged model is attributed to
 
 
 def test_without_restore_the_last_epochs_weights_stay(tmp_path) -> None:
@@ -61,6 +62,7 @@ def test_without_restore_the_last_epochs_weights_stay(tmp_path) -> None:
     last = max(history.values)
     assert final_val_loss == pytest.approx(history.values[last], rel=1e-5)
     assert final_val_loss > min(history.values.values())
+    assert stopper.restored_epoch is None
 
 
 def test_min_delta_decides_what_counts_as_an_improvement(tmp_path) -> None:

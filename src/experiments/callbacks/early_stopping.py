@@ -69,6 +69,13 @@ class EarlyStopping(LightningEarlyStopping):
                 self._best_state = {k: v.detach().to("cpu", copy=True) for k, v in self._module.state_dict().items()}
         return should_stop, reason
 
+    @property
+    def restored_epoch(self) -> int | None:
+        """The epoch whose weights training ended with, when this callback restores them; else None."""
+        if self.enabled and self.restore_best_weights and self._best_state is not None:
+            return self.best_epoch
+        return None
+
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.enabled:
             return
