@@ -27,11 +27,14 @@ def _run_end(monkeypatch: pytest.MonkeyPatch, compose_cfg, overrides: list[str])
     original = module_file.ExperimentModule.on_train_end
 
     def remember(self):  # type: ignore[no-untyped-def]
-        seen.update(weights=self.net[0].weight.detach().clone(), epochs=self.current_epoch)
+        seen.update(weights=self.net[0].weight.detach().clone(), epochs=self.current_epoch,
+                    steps=self.trainer.global_step)
         return original(self)
 
     monkeypatch.setattr(module_file.ExperimentModule, "on_train_end", remember, raising=False)
     seen["metrics"] = _train(compose_cfg, overrides)
+    # Unhook, or a second run in the same test would also write into this run's record through `original`.
+    monkeypatch.setattr(module_file.ExperimentModule, "on_train_end", original, raising=False)
     return seen
 
 
@@ -43,6 +46,14 @@ def test_grouped_steps_train_exactly_like_one_step_per_item(monkeypatch: pytest.
     grouped = _final_weights(monkeypatch, compose_cfg, ["trainer.max_epochs=3", "steps_per_item=auto"])
     single = _final_weights(monkeypatch, compose_cfg, ["trainer.max_epochs=3", "steps_per_item=1"])
     assert torch.equal(grouped, single)
+
+
+def test_max_steps_ends_training_mid_item_at_exactly_that_step(monkeypatch: pytest.MonkeyPatch, compose_cfg) -> None:
+    """`trainer.max_steps=3` is three optimizer steps, although one grouped item carries a whole epoch's."""
+    grouped = _run_end(monkeypatch, compose_cfg, ["trainer.max_steps=3", "steps_per_item=auto"])
+    single = _run_end(monkeypatch, compose_cfg, ["trainer.max_steps=3", "steps_per_item=1"])
+    assert grouped["steps"] == single["steps"] == 3  # an epoch here is 5 steps
+    assert torch.equal(grouped["weights"], single["weights"])
 
 
 def test_step_scheduler_lowers_the_learning_rate_each_epoch(monkeypatch: pytest.MonkeyPatch, compose_cfg) -> None:

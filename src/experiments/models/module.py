@@ -86,8 +86,11 @@ class ExperimentModule(pl.LightningModule):
         xs, ys = batch
         batches = list(zip(xs.split(self.batch_size), ys.split(self.batch_size)))
         plain = self._plain_precision()
+        max_steps = self.trainer.max_steps
         losses = []
         for x, y in batches:
+            if losses and 0 < max_steps <= self.trainer.global_step:
+                break  # a grouped item stops where `trainer.max_steps` does (Lightning checks between items)
             loss = self._objective(x, y)
             if plain:
                 self._plain_step(optimizer.optimizer, loss)
