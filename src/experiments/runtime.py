@@ -48,12 +48,14 @@ _FLOPS_PER_S = 50e9
 
 
 def choose_steps_per_item(requested: int | str, n_params: int, batch_size: int, steps_per_epoch: int,
-                          world_size: int) -> int:
+                          world_size: int, counts_batches: bool = False) -> int:
     """How many optimizer steps one Lightning training item carries (`auto`: enough for ~30 ms).
 
     Always 1 under DDP: every step's forward must pass through the DDP wrapper that syncs gradients.
+    Always 1 when a trainer setting counts training batches (`limit_train_batches`, a step-based
+    `val_check_interval`): Lightning counts items, so an item must be one batch for those to mean batches.
     """
-    if world_size > 1:
+    if world_size > 1 or counts_batches:
         return 1
     if requested != "auto":
         return max(1, int(requested))

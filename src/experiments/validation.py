@@ -70,6 +70,12 @@ def validate_config(cfg: DictConfig) -> None:
     every = cfg.get("checkpoint_every_s", 0)
     if not isinstance(every, (int, float)) or isinstance(every, bool) or every < 0:
         raise UserError(f"checkpoint_every_s must be a number of seconds >= 0 (0 = every epoch), got {every!r}.")
+    accumulate = (cfg.get("trainer") or {}).get("accumulate_grad_batches", 1)
+    if accumulate not in (None, 1):
+        raise UserError(
+            f"trainer.accumulate_grad_batches={accumulate!r} is not supported: the module steps the optimizer "
+            "itself (several steps per Lightning item); raise data.batch_size for larger batches instead."
+        )
     _validate_early_stopping((cfg.get("callbacks") or {}).get("early_stopping"))
 
 

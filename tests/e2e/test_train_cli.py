@@ -103,6 +103,7 @@ def test_nan_loss_fails_the_run_with_a_clear_message(tmp_path: Path, outputs: Pa
         ("model.hidden_dims=[10,0]", "model.hidden_dims must hold positive integers"),
         ("data.split.train=0.9", "data.split fractions must be"),
         ("model.input_dim=5", "model.input_dim=5 disagrees with the data, which has 8 features"),
+        ("+trainer.accumulate_grad_batches=2", "trainer.accumulate_grad_batches=2 is not supported"),
     ],
 )
 def test_bad_override_gives_one_clear_line_and_logs_nothing(tmp_path: Path, outputs: Path, override: str,

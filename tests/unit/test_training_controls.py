@@ -56,6 +56,12 @@ def test_max_steps_ends_training_mid_item_at_exactly_that_step(monkeypatch: pyte
     assert torch.equal(grouped["weights"], single["weights"])
 
 
+def test_limit_train_batches_counts_batches_not_grouped_items(monkeypatch: pytest.MonkeyPatch, compose_cfg) -> None:
+    run = _run_end(monkeypatch, compose_cfg, ["trainer.max_epochs=3", "+trainer.limit_train_batches=2",
+                                              "steps_per_item=auto"])
+    assert run["steps"] == 3 * 2
+
+
 def test_step_scheduler_lowers_the_learning_rate_each_epoch(monkeypatch: pytest.MonkeyPatch, compose_cfg) -> None:
     from experiments.models import module as module_file
 
