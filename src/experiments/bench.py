@@ -83,17 +83,16 @@ def run_workload(name: str, repeats: int, quick: bool, seed: int = 0) -> dict[st
     samples_per_step = train_size / steps_per_epoch
     framework = _summarize(measured["framework"], samples_per_step)
     loop = _summarize(measured["loop"], samples_per_step)
+    pairs = [f / b for f, b in zip(framework["steps_per_s_each"], loop["steps_per_s_each"])]
     result: dict[str, Any] = {
         "workload": {**workload, "train_samples": train_size},
         "framework": framework,
         "loop": loop,
         "ratio": framework["steps_per_s"] / loop["steps_per_s"],
         # Each repeat's framework run against the loop run next to it (they ran back to back).
-        "ratio_each": [f / b for f, b in zip(framework["steps_per_s_each"], loop["steps_per_s_each"])],
+        "ratio_each": pairs,
         # Their median: the pairing cancels the machine's drift between repeats (a second view of `ratio`).
-        "ratio_paired_median": statistics.median(
-            f / b for f, b in zip(framework["steps_per_s_each"], loop["steps_per_s_each"])
-        ),
+        "ratio_paired_median": statistics.median(pairs),
         "target": TARGETS[name],
         "loss_difference": abs(framework["final_loss"] - loop["final_loss"]),
     }
