@@ -129,12 +129,14 @@ def _logged_net(source: Source) -> Any:
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    from experiments.tracking.mlflow_pytorch import import_mlflow_pytorch
+
     assert source.run is not None
     logging.getLogger("mlflow").setLevel(logging.ERROR)  # its notes about pickled models are not news here
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(source.uri)
     try:
-        predictor = mlflow.pytorch.load_model(f"runs:/{source.run.info.run_id}/model", map_location="cpu")
+        predictor = import_mlflow_pytorch().load_model(f"runs:/{source.run.info.run_id}/model", map_location="cpu")
     except (MlflowException, OSError):  # no model logged
         raise UserError(
             f"MLflow run {source.run.info.run_id} has no logged model (it trained with logger.log_model=false); "

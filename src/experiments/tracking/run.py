@@ -77,6 +77,9 @@ def log_trained_model(logger: EpochMLFlowLogger, model: Any, example: Any, epoch
     import torch
     from mlflow.models import infer_signature
 
+    from experiments.tracking.mlflow_pytorch import import_mlflow_pytorch
+
+    mlflow_pytorch = import_mlflow_pytorch()
     # Pickle is chosen on purpose (the pt2 export costs seconds); MLflow warns about it on every call.
     logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
 
@@ -91,7 +94,7 @@ def log_trained_model(logger: EpochMLFlowLogger, model: Any, example: Any, epoch
         # Logged inside the run (not by `run_id=` alone): MLflow files the model under the active run's
         # experiment and artifact store, and under the Default experiment and ./mlruns without one.
         with mlflow.start_run(run_id=logger.run_id, log_system_metrics=False), _requirements_map_of(requirements):
-            mlflow.pytorch.log_model(
+            mlflow_pytorch.log_model(
                 model,
                 name="model",
                 step=max(epoch, 0),
