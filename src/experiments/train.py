@@ -122,11 +122,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     plugins = [ThrottledCheckpointIO(float(cfg.get("checkpoint_every_s", 0)))]
     trainer: pl.Trainer = build_trainer(trainer_cfg, callbacks, logger or False, plugins)  # hardware + launch checks
-    steps_per_epoch = -(-datamodule.arrays.sizes["train"] // cfg.data.batch_size)
     # Lightning counts items where these settings speak of batches: give it one batch per item then.
     counts_batches = trainer.limit_train_batches != 1.0 or trainer.val_check_interval != 1.0
     datamodule.steps_per_item = choose_steps_per_item(cfg.steps_per_item, n_params, cfg.data.batch_size,
-                                                      steps_per_epoch, trainer.world_size, counts_batches)
+                                                      datamodule.steps_per_epoch, trainer.world_size, counts_batches)
 
     if logger is not None and trainer.is_global_zero and cfg.get("resume"):
         from experiments.resume import record_continuation

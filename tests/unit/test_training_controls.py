@@ -62,6 +62,36 @@ def test_limit_train_batches_counts_batches_not_grouped_items(monkeypatch: pytes
     assert run["steps"] == 3 * 2
 
 
+def _train_bar_per_epoch(monkeypatch: pytest.MonkeyPatch, compose_cfg, overrides: list[str]) -> list[tuple]:
+    """Train; return (completed, total) of the progress bar's training task as each epoch ends."""
+    from experiments.callbacks import progress
+
+    seen: list[tuple] = []
+    original = progress.ProgressBar.on_train_epoch_end
+
+    def record(self, trainer, pl_module):  # type: ignore[no-untyped-def]
+        task = next(task for task in self.progress.tasks if task.id == self.train_progress_bar_id)
+        seen.append((task.completed, task.total))
+        original(self, trainer, pl_module)
+
+    monkeypatch.setattr(progress.ProgressBar, "on_train_epoch_end", record)
+    bar_on = ["+callbacks.progress_bar._target_=experiments.callbacks.progress.ProgressBar",
+              "trainer.enable_progress_bar=true"]  # the test config turns the bar off
+    _train(compose_cfg, [*bar_on, *overrides])
+    monkeypatch.setattr(progress.ProgressBar, "on_train_epoch_end", original)
+    return seen
+
+
+def test_progress_bar_counts_optimizer_steps_when_an_item_carries_several(monkeypatch: pytest.MonkeyPatch,
+                                                                          compose_cfg) -> None:
+    # One grouped item carries the whole 5-step epoch here; the bar still reads 5/5, as with one step per item.
+    grouped = _train_bar_per_epoch(monkeypatch, compose_cfg, ["trainer.max_epochs=2", "steps_per_item=auto"])
+    single = _train_bar_per_epoch(monkeypatch, compose_cfg, ["trainer.max_epochs=2", "steps_per_item=1"])
+    assert grouped == single == [(5, 5), (5, 5)]
+    # An epoch cut short by `trainer.max_steps` shows the steps it will run.
+    assert _train_bar_per_epoch(monkeypatch, compose_cfg, ["trainer.max_steps=3", "steps_per_item=auto"]) == [(3, 3)]
+
+
 def test_step_scheduler_lowers_the_learning_rate_each_epoch(monkeypatch: pytest.MonkeyPatch, compose_cfg) -> None:
     from experiments.models import module as module_file
 

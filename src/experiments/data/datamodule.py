@@ -69,6 +69,11 @@ class TabularDataModule(pl.LightningDataModule):
         self.steps_per_item = 1  # optimizer steps per training item; set by train() for small models
         self._loader_tensors = self._tensors  # replaced by device copies in `setup` when they fit
 
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps in one epoch on one device: batches of the training split."""
+        return -(-self.arrays.sizes["train"] // self.batch_size)
+
     def setup(self, stage: str) -> None:
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         nbytes = dataset_bytes(self._tensors)
