@@ -62,6 +62,7 @@ def test_checkpoints_wait_in_memory_and_land_with_the_right_epochs_when_fitting_
     best = _state(best_file)
     best_epoch = int(metrics["val/loss_best_epoch"])
     assert best["epoch"] == best_epoch < 3
+    assert best_file.name == f"best-epoch{best_epoch:03d}.ckpt"  # named from that epoch's metrics
     for name, tensor in CheckpointProbe.weights[best_epoch].items():
         assert torch.equal(best["state_dict"][name], tensor), name  # that epoch's weights, not later ones
 
