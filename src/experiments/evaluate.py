@@ -217,7 +217,7 @@ def evaluate(source: Source, csv: str | None, target: str | None) -> tuple[dict[
             raise UserError("The run's data config has an empty test split (data.split.test=0); pass csv=… to evaluate.")
         dataset = datamodule.tensors("test")
         data_label = "test split"
-    loader = batch_loader(dataset, int(cfg.data.get("eval_batch_size", 2048)), shuffle=False, seed=0)
+    loader = batch_loader(dataset, int(cfg.data.get("eval_batch_size", 8192)), shuffle=False, seed=0)
     trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False,
                          deterministic=bool(cfg.trainer.get("deterministic", True)))

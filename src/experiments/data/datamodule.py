@@ -31,7 +31,7 @@ class TabularDataModule(pl.LightningDataModule):
         split: dict[str, float] | None = None,
         standardize_features: bool = True,
         batch_size: int = 32,
-        eval_batch_size: int = 2048,
+        eval_batch_size: int = 8192,
         split_seed: int = 0,
         shuffle_seed: int = 0,
         keep_on_device: bool | str = "auto",
