@@ -12,8 +12,8 @@ class ModelCheckpoint(LightningModelCheckpoint):
 
     To name and rank checkpoints, Lightning deep-copies `trainer.callback_metrics` at each epoch end,
     in each checkpoint callback: ~1 ms for the ~20 scalar tensors a run publishes, two callbacks, so
-    ~3 % of the seed experiment's training (interleaved A/B). `ExperimentModule` replaces those tensors every epoch
-    and never changes one in place, so a shallow copy holds the same values.
+    ~3 % of the seed experiment's training (interleaved A/B). `ExperimentModule` replaces those
+    tensors every epoch and never changes one in place, so a shallow copy holds the same values.
     """
 
     def _monitor_candidates(self, trainer: pl.Trainer) -> dict[str, torch.Tensor]:
