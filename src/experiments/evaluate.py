@@ -201,7 +201,7 @@ def evaluate(source: Source, csv: str | None, target: str | None) -> tuple[dict[
     from torch.utils.data import TensorDataset
 
     from experiments.data.loader import batch_loader
-    from experiments.runtime import quiet_lightning_warnings
+    from experiments.runtime import choose_eval_batch_size, quiet_lightning_warnings, widest_layer
 
     quiet_lightning_warnings()
     cfg = source.config
@@ -217,7 +217,9 @@ def evaluate(source: Source, csv: str | None, target: str | None) -> tuple[dict[
             raise UserError("The run's data config has an empty test split (data.split.test=0); pass csv=… to evaluate.")
         dataset = datamodule.tensors("test")
         data_label = "test split"
-    loader = batch_loader(dataset, int(cfg.data.get("eval_batch_size", 8192)), shuffle=False, seed=0)
+    rows = choose_eval_batch_size(cfg.data.get("eval_batch_size", "auto"),
+                                  widest_layer(datamodule.input_dim, cfg.model.hidden_dims))
+    loader = batch_loader(dataset, rows, shuffle=False, seed=0)
     trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False,
                          deterministic=bool(cfg.trainer.get("deterministic", True)))

@@ -62,10 +62,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     from experiments.models.module import ExperimentModule
     from experiments.runtime import (
         apply_threads,
+        choose_eval_batch_size,
         choose_steps_per_item,
         choose_threads,
         quiet_lightning_warnings,
         resume_gc_after_startup,
+        widest_layer,
     )
     from experiments.tracking.run import build_logger, finish_run, log_run_metadata, log_trained_model
 
@@ -124,6 +126,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer: pl.Trainer = build_trainer(trainer_cfg, callbacks, logger or False, plugins)  # hardware + launch checks
     # Lightning counts items where these settings speak of batches: give it one batch per item then.
     counts_batches = trainer.limit_train_batches != 1.0 or trainer.val_check_interval != 1.0
+    datamodule.eval_batch_size = choose_eval_batch_size(cfg.data.get("eval_batch_size", "auto"),
+                                                        widest_layer(datamodule.input_dim, cfg.model.hidden_dims))
     datamodule.steps_per_item = choose_steps_per_item(cfg.steps_per_item, n_params, cfg.data.batch_size,
                                                       datamodule.steps_per_epoch, trainer.world_size, counts_batches)
 

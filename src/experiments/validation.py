@@ -50,6 +50,9 @@ def validate_config(cfg: DictConfig) -> None:
     _one_of("data.dataset", data.dataset, choices.DATASETS)
     _one_of("data.task", data.task, choices.TASKS)
     _positive("data.batch_size", data.batch_size)
+    eval_batch = data.get("eval_batch_size", "auto")
+    if eval_batch != "auto" and (not isinstance(eval_batch, int) or isinstance(eval_batch, bool) or eval_batch <= 0):
+        raise UserError(f"data.eval_batch_size must be a positive whole number of rows or 'auto', got {eval_batch!r}.")
     fractions = {k: float(data.split[k]) for k in ("train", "val", "test")}
     if any(f < 0 for f in fractions.values()) or fractions["train"] <= 0 or sum(fractions.values()) > 1 + 1e-9:
         raise UserError(

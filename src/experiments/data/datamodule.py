@@ -31,7 +31,7 @@ class TabularDataModule(pl.LightningDataModule):
         split: dict[str, float] | None = None,
         standardize_features: bool = True,
         batch_size: int = 32,
-        eval_batch_size: int = 8192,
+        eval_batch_size: int | str = "auto",
         split_seed: int = 0,
         shuffle_seed: int = 0,
         keep_on_device: bool | str = "auto",
@@ -44,7 +44,8 @@ class TabularDataModule(pl.LightningDataModule):
         arrays = split_data(self.source, fractions["train"], fractions["val"], fractions["test"], split_seed)
         self.arrays: SplitArrays = standardize(arrays) if standardize_features else arrays
         self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size
+        # `auto` depends on the model's width: train() and `experiments eval` set it (see runtime.py).
+        self.eval_batch_size = 8192 if eval_batch_size == "auto" else int(eval_batch_size)
         self.shuffle_seed = shuffle_seed
         check_policy(keep_on_device)
         self.keep_on_device = keep_on_device
