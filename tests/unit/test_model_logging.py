@@ -48,3 +48,34 @@ import pytorch_lightning  # still importable afterwards, for whoever needs it
     done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "model")], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "pytorch_lightning loaded: False" in done.stdout
+
+
+def test_the_run_stays_running_until_training_testing_and_model_logging_are_over(monkeypatch, compose_cfg,
+                                                                                 outputs) -> None:
+    """The UI must not show a run FINISHED while it is still being tested or its model is still being
+    logged (a crash then would leave a FINISHED run without a model)."""
+    import io
+    from contextlib import redirect_stdout
+
+    from mlflow.tracking import MlflowClient
+
+    from experiments.tracking import run as run_file
+    from experiments.train import train
+    from tests.conftest import store_uri
+
+    seen: dict[str, str] = {}
+    original = run_file.log_trained_model
+
+    def record(logger, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen["while_logging_model"] = logger.experiment.get_run(logger.run_id).info.status
+        original(logger, *args, **kwargs)
+        seen["after_logging_model"] = logger.experiment.get_run(logger.run_id).info.status
+        seen["run_id"] = logger.run_id
+
+    monkeypatch.setattr(run_file, "log_trained_model", record)
+    with redirect_stdout(io.StringIO()):
+        train(compose_cfg(["trainer.max_epochs=2"]))
+    assert seen["while_logging_model"] == seen["after_logging_model"] == "RUNNING"
+    run = MlflowClient(store_uri(outputs)).get_run(seen["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.outputs.model_outputs  # the model was logged to this run

@@ -57,5 +57,7 @@ class EpochMLFlowLogger(MLFlowLogger):
 
     @rank_zero_only
     def finalize(self, status: str = "success") -> None:
+        # Lightning calls this when fitting ends and again after testing; MLFlowLogger would mark the
+        # run FINISHED each time, before the model is logged. `tracking.run.finish_run` closes the run
+        # once, with the status it really ended with.
         self.flush()
-        super().finalize(status)

@@ -91,12 +91,15 @@ def log_trained_model(logger: EpochMLFlowLogger, model: Any, example: Any, epoch
     previous_uri = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(logger._tracking_uri)
     try:
-        # Logged inside the run (not by `run_id=` alone): MLflow files the model under the active run's
-        # experiment and artifact store, and under the Default experiment and ./mlruns without one.
-        with mlflow.start_run(run_id=logger.run_id, log_system_metrics=False), _requirements_map_of(requirements):
+        # By `run_id=`, not inside `mlflow.start_run`: resuming the run and ending it again would mark it
+        # FINISHED before the run is really over (and cost two more store writes). Without an active run,
+        # MLflow files a new model under the experiment `MLFLOW_EXPERIMENT_ID` names (else the Default
+        # experiment, with a ./mlruns artifact location): set to the run's own for this call.
+        with _environment(MLFLOW_EXPERIMENT_ID=logger.experiment_id), _requirements_map_of(requirements):
             mlflow_pytorch.log_model(
                 model,
                 name="model",
+                run_id=logger.run_id,
                 step=max(epoch, 0),
                 signature=signature,
                 input_example=example.numpy(),
@@ -105,6 +108,23 @@ def log_trained_model(logger: EpochMLFlowLogger, model: Any, example: Any, epoch
             )
     finally:
         mlflow.set_tracking_uri(previous_uri)
+
+
+@contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    """Environment variables set for the duration of the block, then restored."""
+    import os
+
+    previous = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @contextmanager
