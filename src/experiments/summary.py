@@ -21,4 +21,7 @@ def print_summary(metrics: dict[str, float], logger: Any | None, run_name: str) 
     console.print(table)
     if logger is not None:
         console.print(f"MLflow run: [bold]{logger.run_id}[/bold]  (experiment {logger.experiment_id})")
-        console.print(f"Open it:    experiments ui   →  {ui_url(logger._tracking_uri, logger.experiment_id, logger.run_id)}")
+        url = ui_url(logger._tracking_uri, logger.experiment_id, logger.run_id)
+        # A tracking server serves its own UI; a local store needs `experiments ui` started first.
+        how = "" if logger._tracking_uri.startswith("http") else "experiments ui   →  "
+        console.print(f"Open it:    {how}{url}", soft_wrap=True)  # one line, whole URL, to copy or click

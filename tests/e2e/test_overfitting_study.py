@@ -8,12 +8,9 @@ import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean
@@ -21,7 +18,7 @@ from statistics import mean
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import run_cli, store_uri
+from tests.conftest import free_port, run_cli, store_uri, wait_for_http
 
 pytestmark = pytest.mark.e2e
 
@@ -208,37 +205,18 @@ def _chromium() -> str | None:
     return next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_for(url: str, process: subprocess.Popen, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "experiments ui exited early"
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(1)
-    raise AssertionError(f"{url} did not answer within {seconds} s")
-
-
 def test_mlflow_ui_shows_the_study_runs_in_a_real_browser(study: Study, tmp_path: Path) -> None:
     browser = _chromium()
     if browser is None:
         pytest.skip("no chromium binary on PATH (apt-get install chromium) to render the MLflow UI")
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     ui = subprocess.Popen([sys.executable, "-m", "experiments", "ui", "--port", str(port), "--tracking-uri",
                            store_uri(study.outputs)], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         base = f"http://127.0.0.1:{port}"
-        _wait_for(f"{base}/health", ui, 180)
+        wait_for_http(f"{base}/health", ui, 180)
         # Sorting by name lists the children flat (sorted by time, the UI folds them under the parent).
         query = urllib.parse.urlencode({"searchFilter": f"tags.study = '{study.runs[0].data.tags['study']}'",
                                         "orderByKey": "attributes.run_name", "orderByAsc": "true"},

@@ -1,0 +1,93 @@
+"""Runs and sweeps logged to a real `mlflow server` on 127.0.0.1, as a team or a cluster would share one."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import FAST, free_port, run_cli, wait_for_http
+
+pytestmark = pytest.mark.e2e
+
+QUICK = [*FAST, "trainer.max_epochs=2", "data.options.n_samples=300"]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A tracking server with its own sqlite store and artifact folder (served through the server)."""
+    root = tmp_path_factory.mktemp("server")
+    port = free_port()
+    mlflow_bin = shutil.which("mlflow", path=os.path.dirname(sys.executable)) or "mlflow"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    process = subprocess.Popen(
+        [mlflow_bin, "server", "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
+         "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"],
+        cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{uri}/health", process, 180)
+        yield uri
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=60)
+
+
+def _runs(uri: str, experiment_name: str) -> tuple[MlflowClient, list]:
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    assert experiment is not None, f"no experiment {experiment_name!r} on the server"
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    return client, client.search_runs([experiment.experiment_id])
+
+
+def test_a_run_goes_to_the_server_with_its_model_and_nothing_to_the_local_store(server: str, tmp_path: Path,
+                                                                                 outputs: Path) -> None:
+    result = run_cli(["train", f"paths.output_dir={outputs}", f"logger.tracking_uri={server}",
+                      "logger.experiment_name=server-single", *QUICK], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # The summary points at the run in the server's own UI (no `experiments ui` to start).
+    assert f"Open it:    {server}/#/experiments/" in result.stdout
+
+    client, runs = _runs(server, "server-single")
+    (run,) = runs
+    assert run.info.status == "FINISHED"
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val/loss")) == [0, 1]
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "plots")} == {"plots/learning_curve.png"}
+    # The model went through the server's artifact proxy, filed under the run's experiment, and loads back.
+    (output,) = run.outputs.model_outputs
+    assert client.get_logged_model(output.model_id).experiment_id == run.info.experiment_id
+    import mlflow
+    import torch
+
+    from experiments.tracking.mlflow_pytorch import import_mlflow_pytorch
+
+    mlflow.set_tracking_uri(server)
+    model = import_mlflow_pytorch().load_model(f"runs:/{run.info.run_id}/model")
+    with torch.no_grad():
+        assert model(torch.rand(4, 8)).shape == (4,)
+    assert not (outputs / "mlflow.db").exists()
+
+
+def test_a_sweep_logs_its_parent_and_children_to_the_server(server: str, tmp_path: Path, outputs: Path) -> None:
+    result = run_cli(["train", "-m", f"paths.output_dir={outputs}", f"logger.tracking_uri={server}",
+                      "logger.experiment_name=server-sweep", "logger.log_model=false", *QUICK,
+                      "model.activation=relu,tanh"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    _, runs = _runs(server, "server-sweep")
+    parents = [r for r in runs if r.data.tags.get("sweep.role") == "parent"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert sorted(c.data.params["model.activation"] for c in children) == ["relu", "tanh"]
+    assert {c.info.status for c in children} == {"FINISHED"}
+    assert not (outputs / "mlflow.db").exists()
