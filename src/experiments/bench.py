@@ -44,6 +44,7 @@ class Measurement:
     final_loss: float
     peak_rss_mb: float
     threads: float
+    fused_optimizer: float
 
 
 def _measure(path: str, workload: dict[str, Any]) -> Measurement:
@@ -55,7 +56,8 @@ def _measure(path: str, workload: dict[str, Any]) -> Measurement:
     if out.returncode != 0:
         raise RuntimeError(f"bench worker {path} failed:\n{out.stderr[-3000:]}")
     data = json.loads(out.stdout.strip().splitlines()[-1])
-    return Measurement(path=path, **{k: data[k] for k in ("seconds", "steps", "final_loss", "peak_rss_mb", "threads")})
+    return Measurement(path=path, **{k: data[k] for k in ("seconds", "steps", "final_loss", "peak_rss_mb", "threads",
+                                                                   "fused_optimizer")})
 
 
 def _summarize(samples: list[Measurement], samples_per_step: float) -> dict[str, float]:
@@ -67,6 +69,7 @@ def _summarize(samples: list[Measurement], samples_per_step: float) -> dict[str,
         "peak_rss_mb": max(m.peak_rss_mb for m in samples),
         "final_loss": samples[-1].final_loss,
         "threads": samples[-1].threads,
+        "fused_optimizer": samples[-1].fused_optimizer,
         "repeats": len(samples),
     }
 

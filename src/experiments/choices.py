@@ -5,6 +5,7 @@ ACTIVATIONS = ("relu", "tanh", "sigmoid", "leaky_relu", "gelu", "elu", "selu", "
 NORMS = ("none", "batch", "layer")
 INITS = ("default", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal", "normal")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+FUSED_OPTIMIZERS = ("sgd", "adam", "adamw")  # those with a one-kernel update in PyTorch
 SCHEDULERS = ("none", "step", "cosine", "plateau")
 TASKS = ("auto", "binary", "multiclass", "regression")
 DATASETS = (

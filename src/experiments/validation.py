@@ -44,6 +44,12 @@ def validate_config(cfg: DictConfig) -> None:
     _positive("optimizer.lr", cfg.optimizer.lr)
     if float(cfg.optimizer.weight_decay) < 0:
         raise UserError(f"optimizer.weight_decay must be >= 0, got {cfg.optimizer.weight_decay}.")
+    fused = cfg.optimizer.get("fused", False)
+    if fused not in (True, False, "auto"):
+        raise UserError(f"optimizer.fused must be true, false or auto, got {fused!r}.")
+    if fused is True and cfg.optimizer.name not in choices.FUSED_OPTIMIZERS:
+        raise UserError(f"optimizer.fused=true is available for {', '.join(choices.FUSED_OPTIMIZERS)}, "
+                        f"not {cfg.optimizer.name}; use optimizer.fused=auto or false.")
     _one_of("scheduler.name", cfg.scheduler.name, choices.SCHEDULERS)
 
     data = cfg.data

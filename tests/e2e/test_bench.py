@@ -18,6 +18,7 @@ def test_framework_and_loop_train_the_same_model_on_the_same_data() -> None:
     framework = _measure("framework", workload)
     loop = _measure("loop", workload)
     assert framework.steps == loop.steps == 3 * 22
+    assert framework.fused_optimizer == loop.fused_optimizer == 1.0  # the same Adam kernel on both paths
     # Same init, same batches in the same order, same optimizer: the last epoch's mean training loss
     # agrees to float rounding. A different seed gives a visibly different loss, so this can fail.
     assert framework.final_loss == pytest.approx(loop.final_loss, rel=1e-5)
