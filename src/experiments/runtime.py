@@ -67,7 +67,6 @@ def choose_steps_per_item(requested: int | str, n_params: int, batch_size: int, 
     return max(1, min(steps_per_epoch, round(_ITEM_TARGET_S / step_s)))
 
 
-
 # Evaluation keeps no gradients, so few large batches cost least, until one batch's activations outgrow
 # the CPU's caches: a 30,000-row pass of the 1024-wide `large` net took 0.60 s in batches of 2048 rows and
 # 0.74 s in batches of 8192 on the 2-core maintainers' machine (in one batch, the way a hand-written loop
@@ -81,12 +80,13 @@ def widest_layer(input_dim: int, hidden_dims: Iterable[int]) -> int:
     return max([int(input_dim), *(int(width) for width in hidden_dims)])
 
 
-def choose_eval_batch_size(requested: int | str, widest_layer: int) -> int:
+def choose_eval_batch_size(requested: int | str, widest: int) -> int:
     """Rows per validation/test batch (`auto`: a power of two, 2048 at 1024 units, 8192 at 256 or fewer)."""
     if requested != "auto":
         return int(requested)
-    rows = _EVAL_BATCH_BYTES // (4 * max(widest_layer, 1))
+    rows = _EVAL_BATCH_BYTES // (4 * max(widest, 1))
     return max(_EVAL_BATCH_MIN_ROWS, min(_EVAL_BATCH_MAX_ROWS, 1 << (rows.bit_length() - 1)))
+
 
 # Start-up (importing torch, Lightning and MLflow, creating the MLflow store) builds ~500k long-lived
 # objects; the cyclic garbage collector rescans all of them each time their number grows by a quarter,
