@@ -180,9 +180,11 @@ def _default_train_phases(cli: list[str], output_dir: Path, label: str) -> dict[
         "wrapup_s": end - phases["epoch_end"],
         "total_s": end - start,
         "wrapup_parts_s": {
-            "learning_curve_and_checkpoint_files": phases["fit_end"] - phases["epoch_end"],
+            # The buffered epoch metrics written, checkpoint files, the plot's child forked.
+            "metrics_checkpoints_and_plot_start": phases["fit_end"] - phases["epoch_end"],
             "test_split": phases["test_end"] - phases["fit_end"],
-            "model_logging_and_run_close": phases["run_closed"] - phases["test_end"],
+            # Includes waiting for the plot, if it is still being drawn, and attaching it.
+            "model_logging_plot_and_run_close": phases["run_closed"] - phases["test_end"],
             "summary_and_exit": end - phases["run_closed"],
         },
     }

@@ -68,6 +68,7 @@ def test_the_run_stays_running_until_training_testing_and_model_logging_are_over
 
     def record(logger, *args, **kwargs):  # type: ignore[no-untyped-def]
         seen["while_logging_model"] = logger.experiment.get_run(logger.run_id).info.status
+        seen["plots_while_logging_model"] = [a.path for a in logger.experiment.list_artifacts(logger.run_id, "plots")]
         original(logger, *args, **kwargs)
         seen["after_logging_model"] = logger.experiment.get_run(logger.run_id).info.status
         seen["run_id"] = logger.run_id
@@ -79,3 +80,7 @@ def test_the_run_stays_running_until_training_testing_and_model_logging_are_over
     run = MlflowClient(store_uri(outputs)).get_run(seen["run_id"])
     assert run.info.status == "FINISHED"
     assert run.outputs.model_outputs  # the model was logged to this run
+    # The learning curve is drawn beside the test and the model logging, and attached before the close.
+    assert seen["plots_while_logging_model"] == []
+    assert [a.path for a in MlflowClient(store_uri(outputs)).list_artifacts(run.info.run_id, "plots")] == [
+        "plots/learning_curve.png"]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.loggers import MLFlowLogger
+
+from experiments.background import SideTask
 
 
 class LearningCurvePlot(pl.Callback):
@@ -16,7 +19,9 @@ class LearningCurvePlot(pl.Callback):
     The training-set values are the eval-mode pass over the training split (see `ExperimentModule`), so
     the distance between the two lines is the generalization gap. The history is part of the callback's
     checkpoint state, so a resumed run still plots every epoch. The PNG goes to the run's MLflow
-    artifacts under `artifact_path`; without an MLflow logger it is written to the trainer's root dir.
+    artifacts under `artifact_path`, drawn in a forked child while the run is tested and its model
+    logged, and attached before the run closes; without an MLflow logger it is written to the
+    trainer's root dir.
     """
 
     def __init__(self, filename: str = "learning_curve.png", artifact_path: str = "plots") -> None:
@@ -41,9 +46,23 @@ class LearningCurvePlot(pl.Callback):
         if mlflow_logger is None:
             plot_learning_curve(self.history, metric, Path(trainer.default_root_dir) / self.filename)
             return
-        with tempfile.TemporaryDirectory() as tmp:
-            path = plot_learning_curve(self.history, metric, Path(tmp) / self.filename)
-            mlflow_logger.experiment.log_artifact(mlflow_logger.run_id, str(path), self.artifact_path)
+        folder = Path(tempfile.mkdtemp(prefix="learning-curve-"))
+        history, path = {k: dict(v) for k, v in self.history.items()}, folder / self.filename
+        # Drawn beside the test split and the model logging that follow; logged before the run closes.
+        drawing = SideTask(lambda: plot_learning_curve(history, metric, path))
+
+        def log_plot() -> None:
+            try:
+                drawing.result()
+                mlflow_logger.experiment.log_artifact(mlflow_logger.run_id, str(path), self.artifact_path)
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+
+        before_close = getattr(mlflow_logger, "before_close", None)
+        if before_close is None:  # a plain MLFlowLogger closes the run itself: log the plot now
+            log_plot()
+        else:
+            before_close.append(log_plot)
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": {k: dict(v) for k, v in self.history.items()}}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from lightning.pytorch.loggers import MLFlowLogger
@@ -27,6 +27,9 @@ class EpochMLFlowLogger(MLFlowLogger):
         # (written before a hard kill caught the checkpoint in memory) are not logged twice.
         self.logged_through: dict[str, int] = {}
         self._last_write = time.monotonic()
+        # Work that must land in the run before it closes (a plot drawn in the background):
+        # `tracking.run.finish_run` runs these first.
+        self.before_close: list[Callable[[], None]] = []
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:

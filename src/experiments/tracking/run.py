@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -71,7 +72,6 @@ def log_trained_model(logger: EpochMLFlowLogger, model: Any, example: Any, epoch
 
     `epoch` is the epoch the weights come from: MLflow attaches the run's metrics of that step to the
     logged model, so its page shows the scores of these weights rather than those of epoch 0."""
-    import logging
 
     import mlflow
     import torch
@@ -154,7 +154,16 @@ def _requirements_map_of(requirements: dict[str, str]) -> Iterator[None]:
 
 
 def finish_run(logger: EpochMLFlowLogger, status: str, reason: str | None = None) -> None:
-    """Close the run with FINISHED, FAILED or KILLED (and why, as a tag), after queued metrics land."""
+    """Close the run with FINISHED, FAILED or KILLED (and why, as a tag), after queued metrics and
+    background work (the learning-curve plot) land."""
+    pending, logger.before_close = logger.before_close, []
+    for work in pending:
+        try:
+            work()
+        except Exception:
+            if status == "FINISHED":
+                raise  # the caller closes the run as FAILED with this error
+            logging.getLogger(__name__).warning("could not finish a step before closing the run", exc_info=True)
     logger.flush()
     client, run_id = logger.experiment, logger.run_id
     if reason:
