@@ -14,10 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from experiments.import_shortcuts import import_torchmetrics
 from experiments.runtime import pause_gc_for_startup
 
 if __name__ == "__main__" and sys.argv[1:2] == ["framework"]:
     pause_gc_for_startup()  # as `experiments train` starts (train() resumes it when fitting starts)
+import_torchmetrics()  # as `experiments train` does, for both paths
 
 import lightning.pytorch as pl  # noqa: E402
 

@@ -195,6 +195,9 @@ def csv_split(datamodule: Any, config: DictConfig, path: str, target: str | None
 
 def evaluate(source: Source, csv: str | None, target: str | None) -> tuple[dict[str, float], str, int]:
     """Test metrics, a description of the data evaluated, and its number of rows."""
+    from experiments.import_shortcuts import import_torchmetrics
+
+    import_torchmetrics()
     import lightning.pytorch as pl
     import torch
     from hydra.utils import instantiate
