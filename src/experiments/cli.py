@@ -109,11 +109,17 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _exit_fast(code: int) -> None:
-    """Run the atexit handlers (MLflow, logging, launchers), flush, and leave without the interpreter's
-    module-by-module teardown, which takes ~2 s once torch and MLflow are loaded — longer than the seed
-    experiment trains."""
+    """Shut down as the interpreter does (threads, then atexit handlers: MLflow, logging, launchers),
+    flush, and leave without its module-by-module teardown, which takes ~2 s once torch and MLflow are
+    loaded — longer than the seed experiment trains."""
     import atexit
+    import threading
 
+    # First, as the interpreter does: wait for non-daemon threads and run the hooks registered with
+    # `threading._register_atexit`. joblib's process pool (the joblib launcher) and concurrent.futures
+    # stop their idle workers there; skipped, multiprocessing's atexit handler then waits for those
+    # workers to time out (300 s after a joblib sweep).
+    threading._shutdown()  # type: ignore[attr-defined]
     atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()

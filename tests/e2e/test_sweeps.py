@@ -131,11 +131,20 @@ def _assert_complete_children(client: MlflowClient, children: list[Any], seeds: 
         assert "test/loss" in child.data.metrics
 
 
-def test_joblib_runs_six_jobs_on_two_workers_under_one_parent(tmp_path: Path, outputs: Path) -> None:
+def test_joblib_runs_six_jobs_on_two_workers_under_one_parent_and_exits_when_done(tmp_path: Path,
+                                                                                   outputs: Path) -> None:
     seeds = ["1", "2", "3", "4", "5", "6"]
-    result = sweep(outputs, tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                   f"seed={','.join(seeds)}")
-    assert result.returncode == 0, result.stderr[-3000:]
+    command = [sys.executable, "-m", "experiments", "train", "-m", f"paths.output_dir={outputs}", *QUICK,
+               "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"seed={','.join(seeds)}"]
+    proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("Sweep parent run"):  # the sweep's last words
+            break
+    # The joblib pool's idle workers must be stopped at exit, not waited for until they time out (300 s).
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-3000:]
     client, parent, children = parent_and_children(outputs)
     assert parent.info.status == "FINISHED" and parent.data.tags["sweep.launcher"] == "joblib"
     _assert_complete_children(client, children, seeds)

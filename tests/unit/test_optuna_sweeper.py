@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -52,6 +53,8 @@ def main(cfg: DictConfig):
             report_and_check(trial, (x - 2.0) ** 2 + 1.0 / (step + 1), step)
     if cfg.mode == "slow":
         time.sleep(0.3)
+    if cfg.mode == "sleep":
+        time.sleep(cfg.sleep_s)
     return (x - 2.0) ** 2
 
 
@@ -66,6 +69,7 @@ defaults:
 x: 0.0
 mode: quadratic
 threshold: 50.0
+sleep_s: 0.0
 hydra:
   sweeper:
     seed: 1
@@ -350,6 +354,56 @@ def test_two_concurrent_workers_share_one_study(app: Path) -> None:
             json.loads((app / f"w{i}" / "optuna_summary.json").read_text())["this_invocation"]["complete"]
             == 4
         )
+
+
+def _wait_until_a_trial_runs(app: Path, proc: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        if (app / "outputs" / "optuna.db").exists():
+            try:
+                if "RUNNING" in states(load(app)):
+                    return
+            except KeyError:  # the study is not created yet
+                pass
+        time.sleep(0.2)
+    raise AssertionError("no trial started within 120 s")
+
+
+@pytest.mark.e2e
+def test_trials_of_a_killed_sweep_are_failed_by_the_next_one(app: Path) -> None:
+    """SIGKILL leaves no chance to tell the study anything: the trial stops beating, and the next
+    sweep on the study marks it FAIL instead of leaving it RUNNING forever."""
+    killed = start_sweep(app, "mode=sleep", "sleep_s=600", "hydra.sweeper.n_trials=1",
+                         "hydra.sweeper.heartbeat_interval=1")
+    _wait_until_a_trial_runs(app, killed)
+    killed.kill()
+    killed.communicate(timeout=60)
+    assert states(load(app)) == ["RUNNING"]
+    time.sleep(3.5)  # past the grace period of 3 heartbeat intervals
+    result = ok(run_sweep(app, "hydra.sweeper.n_trials=2", "hydra.sweeper.heartbeat_interval=1", sweep_dir="again"))
+    assert states(load(app)) == ["FAIL", "COMPLETE", "COMPLETE"]
+    assert "Trial 0 was RUNNING without a heartbeat (its sweep stopped): marked FAIL." in result.stderr + result.stdout
+
+
+@pytest.mark.e2e
+def test_a_running_sweep_keeps_its_trials_alive_while_another_sweeps_the_study(app: Path) -> None:
+    """Heartbeats tell a live sweep's long trial (here 8 s, 8 intervals) from a dead one."""
+    slow = start_sweep(app, "mode=sleep", "sleep_s=8", "hydra.sweeper.n_trials=1", "hydra.sweeper.heartbeat_interval=1",
+                       sweep_dir="slow")
+    _wait_until_a_trial_runs(app, slow)
+    time.sleep(4)  # longer than the grace period: only the heartbeats keep the trial RUNNING
+    ok(run_sweep(app, "hydra.sweeper.n_trials=1", "hydra.sweeper.heartbeat_interval=1", sweep_dir="quick"))
+    _, err = slow.communicate(timeout=120)
+    assert slow.returncode == 0, err[-3000:]
+    assert states(load(app)) == ["COMPLETE", "COMPLETE"]
+
+
+def test_a_negative_heartbeat_interval_is_one_clear_error(app: Path) -> None:
+    result = run_sweep(app, "hydra.sweeper.heartbeat_interval=-1")
+    assert result.returncode != 0
+    assert "hydra.sweeper.heartbeat_interval must be a whole number of seconds >= 0 (0: off)." in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.e2e

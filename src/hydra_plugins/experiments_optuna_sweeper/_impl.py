@@ -18,7 +18,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import Trial, TrialState
 
-from . import _study
+from . import _heartbeat, _study
 from ._report import write_summary
 from ._search_space import SearchSpace, format_value, grid_values, parse_search_space, quote
 from .errors import SweeperConfigError, SweepFailedError
@@ -65,6 +65,8 @@ class OptunaSweeperImpl:
             raise SweeperConfigError("hydra.sweeper.n_trials must be >= 0 and hydra.sweeper.n_jobs >= 1.")
         if conf.total_trials is not None and conf.total_trials < 1:
             raise SweeperConfigError("hydra.sweeper.total_trials must be null or >= 1.")
+        if not isinstance(conf.heartbeat_interval, int) or conf.heartbeat_interval < 0:
+            raise SweeperConfigError("hydra.sweeper.heartbeat_interval must be a whole number of seconds >= 0 (0: off).")
         if not 0.0 <= conf.max_failure_rate <= 1.0:
             raise SweeperConfigError("hydra.sweeper.max_failure_rate must be between 0.0 and 1.0.")
         self.pruner_cfg = _study.pruner_settings(conf.pruner, conf.n_startup_trials, conf.n_warmup_steps)
@@ -79,7 +81,7 @@ class OptunaSweeperImpl:
         assert isinstance(kwargs, dict)
         sampler = _study.build_sampler(self.conf.sampler, self.conf.seed, kwargs, grid, len(self.directions))
         study = _study.create_or_load_study(
-            self.storage, self.study_name, self.directions, sampler, self.pruner_cfg
+            self.storage, self.study_name, self.directions, sampler, self.pruner_cfg, self.conf.heartbeat_interval
         )
         resumed_at = len(study.get_trials(deepcopy=False))
         if self.conf.seed is not None and resumed_at:
@@ -101,7 +103,9 @@ class OptunaSweeperImpl:
         try:
             while counts["launched"] < self.conf.n_trials:
                 batch = min(self.conf.n_jobs, self.conf.n_trials - counts["launched"])
-                trials = self._ask(study, space, batch, bound)
+                with _heartbeat.optuna_heartbeat_warnings_silenced():
+                    optuna.storages.fail_stale_trials(study)  # RUNNING trials of a sweep that was killed
+                    trials = self._ask(study, space, batch, bound)
                 if not trials:
                     log.info(
                         "Study %r already holds its bound of %s trials; stopping.", self.study_name, bound
@@ -123,7 +127,8 @@ class OptunaSweeperImpl:
         told: set[int] = set()
         try:
             overrides = self._job_overrides(trials, space)
-            returns = self.launcher.launch(overrides, initial_job_idx=trials[0].number)  # type: ignore[union-attr]
+            with _heartbeat.beating(self.storage, self.study_name, trials, self.conf.heartbeat_interval):
+                returns = self.launcher.launch(overrides, initial_job_idx=trials[0].number)  # type: ignore[union-attr]
             for trial, ret in zip(trials, returns):
                 outcome = self._outcome(trial, ret)
                 if outcome.reason:

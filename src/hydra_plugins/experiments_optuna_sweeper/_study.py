@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import inspect
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,12 +48,25 @@ def sqlite_path(url: str) -> Path | None:
     return Path(url[len("sqlite:///") :]) if url.startswith("sqlite:///") else None
 
 
-def open_storage(url: str) -> optuna.storages.RDBStorage:
+def open_storage(url: str, heartbeat_interval_s: int = 0) -> optuna.storages.RDBStorage:
+    """The study's storage; with a heartbeat interval (the sweeper's), one that can tell trials of a
+    dead sweep (no recent heartbeat) from those of a live one."""
+    kwargs: dict[str, Any] = {}
+    if heartbeat_interval_s:
+        from ._heartbeat import grace_period_s, report_stale_trial
+
+        # Optuna 4.9 renamed the stale-trial callback (the old name warns until it goes in 6.0).
+        parameters = inspect.signature(optuna.storages.RDBStorage).parameters
+        callback = next(name for name in ("heartbeat_stale_trial_callback", "failed_trial_callback") if name in parameters)
+        kwargs = {"heartbeat_interval": heartbeat_interval_s, "grace_period": grace_period_s(heartbeat_interval_s),
+                  callback: report_stale_trial}
     path = sqlite_path(url)
-    if path is None:
-        return optuna.storages.RDBStorage(url)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": _SQLITE_TIMEOUT_S}})
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": _SQLITE_TIMEOUT_S}}
+    with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna 4-5
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(url, **kwargs)
 
 
 @contextlib.contextmanager
@@ -162,13 +177,14 @@ def build_pruner(settings: Mapping[str, Any] | None) -> BasePruner:
 
 
 def create_or_load_study(
-    url: str, study_name: str, directions: list[str], sampler: BaseSampler, pruner_cfg: Mapping[str, Any]
+    url: str, study_name: str, directions: list[str], sampler: BaseSampler, pruner_cfg: Mapping[str, Any],
+    heartbeat_interval_s: int = 0,
 ) -> optuna.Study:
     """Create the study once (under the lock, so two workers starting together share one schema and
     one study), or load it to resume; refuse a study whose directions differ from the config."""
     with storage_lock(url):
         study = optuna.create_study(
-            storage=open_storage(url),
+            storage=open_storage(url, heartbeat_interval_s),
             study_name=study_name,
             sampler=sampler,
             pruner=build_pruner(pruner_cfg),

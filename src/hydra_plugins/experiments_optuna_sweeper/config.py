@@ -40,6 +40,10 @@ class ExperimentsOptunaSweeperConf:
     n_jobs: int = 1
     # Stop with an error once failed trials exceed max_failure_rate * n_trials (0.0: first failure stops).
     max_failure_rate: float = 0.5
+    # Seconds between heartbeats of this sweep's running trials. A trial left RUNNING by a sweep that
+    # was killed outright stops beating; 3 intervals later the next sweep on the study marks it FAIL.
+    # 0: no heartbeats (such trials stay RUNNING).
+    heartbeat_interval: int = 30
 
     # none | median | successive_halving; applied in the jobs when they report intermediate values.
     pruner: str = "none"

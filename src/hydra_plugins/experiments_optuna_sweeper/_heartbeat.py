@@ -1,0 +1,76 @@
+"""Heartbeats for asked trials, so a sweep killed outright does not leave them RUNNING forever.
+
+Optuna records heartbeats itself only inside `study.optimize`; this sweeper asks and tells, so it
+beats for its own trials through the storage's public heartbeat API while their jobs run. A trial
+whose heartbeat is older than the grace period belongs to a sweep that died (SIGKILL, power loss):
+the next sweep on the study marks it FAIL before asking for new trials. A trial of a sweep still
+running in another terminal keeps beating and is left alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import optuna
+from optuna.trial import FrozenTrial, Trial
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def optuna_heartbeat_warnings_silenced() -> Iterator[None]:
+    """Optuna marks its heartbeat functions experimental and warns that heartbeats are meant for
+    `Study.optimize` on every `ask`; both are expected here, and would repeat for every trial."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+        yield
+
+
+def grace_period_s(interval_s: int) -> int:
+    # Three missed beats: a beat can wait behind another process's sqlite write lock.
+    return 3 * interval_s
+
+
+def report_stale_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+    """The storage's `failed_trial_callback`: say which trial was failed, and why."""
+    log.warning("Trial %d was RUNNING without a heartbeat (its sweep stopped): marked FAIL.", trial.number)
+
+
+@contextmanager
+def beating(url: str, study_name: str, trials: Sequence[Trial], interval_s: int) -> Iterator[None]:
+    """Record a heartbeat for each trial now and every `interval_s` until the block ends."""
+    if not interval_s or not trials:
+        yield
+        return
+    from ._study import open_storage
+
+    storage = open_storage(url)  # its own connections: the beats come from another thread
+    study_id = storage.get_study_id_from_name(study_name)
+    trial_ids = [storage.get_trial_id_from_study_id_trial_number(study_id, t.number) for t in trials]
+
+    def beat() -> None:
+        for trial_id in trial_ids:
+            storage.record_heartbeat(trial_id)
+
+    beat()  # before any job starts: a trial without a heartbeat is never taken for stale
+    stop = threading.Event()
+
+    def keep_beating() -> None:
+        while not stop.wait(interval_s):
+            try:
+                beat()
+            except Exception as error:  # noqa: BLE001 - a missed beat must not kill the sweep
+                log.warning("Could not record the trials' heartbeat: %s", error)
+
+    thread = threading.Thread(target=keep_beating, name="optuna-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
