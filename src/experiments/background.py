@@ -59,7 +59,11 @@ def _fork_running(work: Callable[[], object]) -> int | None:
 def _child_succeeded(pid: int) -> bool:
     """Wait for the child (killing it after `CHILD_TIMEOUT_S`, a hang being the known risk of forking
     a threaded process) and tell whether it exited cleanly."""
-    handle = os.pidfd_open(pid)
+    try:
+        handle = os.pidfd_open(pid)
+    except OSError:  # Linux before 5.3: wait without a limit
+        _, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status) == 0
     try:
         exited, _, _ = select.select([handle], [], [], CHILD_TIMEOUT_S)
     finally:

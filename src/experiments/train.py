@@ -48,14 +48,14 @@ def _hydra_overrides() -> list[str]:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train, validate and test one model as `cfg` describes; return the final metrics."""
-    from experiments.import_shortcuts import import_torchmetrics
     from experiments.resume import prepare_continuation
 
-    import_torchmetrics()  # before Lightning does, without the scipy.signal it would load for nothing
-
     cfg = prepare_continuation(cfg)  # resume=…: the run's recorded config, its checkpoint and run id
-    validate_config(cfg)
+    validate_config(cfg)  # a config error is reported before torch is imported
 
+    from experiments.import_shortcuts import import_torchmetrics
+
+    import_torchmetrics()  # before Lightning does, without the scipy.signal it would load for nothing
     import lightning.pytorch as pl
     from hydra.utils import instantiate
 
