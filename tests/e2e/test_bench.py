@@ -35,9 +35,9 @@ def test_quick_bench_writes_every_figure(tmp_path: Path) -> None:
     assert set(report["workloads"]) == {"tiny", "medium", "large"}
     for name, figures in report["workloads"].items():
         for path in ("framework", "loop"):
-            for key in ("steps_per_s", "samples_per_s", "peak_rss_mb", "final_loss", "threads"):
+            for key in ("steps_per_s", "samples_per_s", "steps_per_cpu_s", "peak_rss_mb", "final_loss", "threads"):
                 assert figures[path][key] > 0, (name, path, key)
-        assert figures["ratio"] > 0 and figures["target"] > 0
+        assert figures["ratio"] > 0 and figures["cpu_ratio"] > 0 and figures["target"] > 0
         assert len(figures["ratio_each"]) == report["repeats"] and min(figures["ratio_each"]) > 0
         assert min(figures["ratio_each"]) <= figures["ratio_paired_median"] <= max(figures["ratio_each"])
     fixed = report["fixed_costs"]
