@@ -1,4 +1,4 @@
-"""Importing torchmetrics without the `scipy.signal` it loads for nothing (~0.7–1 s of every start-up).
+"""Importing torchmetrics without the `scipy.signal` it loads for nothing (~0.7–1.2 s of every start-up).
 
 torchmetrics 1.9 runs `import scipy.signal` at package import, in three `__init__` files, only to add
 `scipy.signal.hamming` for SRMRpy, a package torchmetrics itself never imports (upstream issue
