@@ -46,14 +46,11 @@ def _fork_running(work: Callable[[], object]) -> int | None:
         pid = os.fork()
     if pid:
         return pid
-    code = 1
     try:
         work()
-        code = 0
     except BaseException:  # noqa: BLE001 - the parent redoes the work and reports its own error
-        pass
-    finally:
-        os._exit(code)
+        os._exit(1)
+    os._exit(0)  # never back into the parent's code
 
 
 def _child_succeeded(pid: int) -> bool:
