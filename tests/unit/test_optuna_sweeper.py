@@ -357,14 +357,19 @@ def test_two_concurrent_workers_share_one_study(app: Path) -> None:
 
 
 def _wait_until_a_trial_runs(app: Path, proc: subprocess.Popen[str]) -> None:
+    """Until a trial is RUNNING and has its first heartbeat (recorded before its job is launched)."""
+    import sqlite3
+
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()[1][-3000:]
         if (app / "outputs" / "optuna.db").exists():
             try:
-                if "RUNNING" in states(load(app)):
+                with sqlite3.connect(app / "outputs" / "optuna.db") as db:
+                    beating = db.execute("SELECT count(*) FROM trial_heartbeats").fetchone()[0]
+                if beating and "RUNNING" in states(load(app)):
                     return
-            except KeyError:  # the study is not created yet
+            except (KeyError, sqlite3.OperationalError):  # the study or its tables are not created yet
                 pass
         time.sleep(0.2)
     raise AssertionError("no trial started within 120 s")
