@@ -132,6 +132,9 @@ def test_ddp_spawn_on_cpu_gives_one_correct_run(tmp_path: Path, outputs: Path) -
     mlflow.set_tracking_uri(store_uri(outputs))
     model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
     assert model(torch.rand(3, 8)).shape == (3,)
+    # The learning curve, drawn by the rank-0 worker as its fit ends, reaches the run before it closes.
+    client = MlflowClient(store_uri(outputs))
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "plots")] == ["plots/learning_curve.png"]
 
 
 def _free_port() -> int:

@@ -6,6 +6,7 @@ import logging
 import subprocess
 import sys
 
+import pytest
 from mlflow.utils import requirements_utils
 
 from experiments.tracking.run import _requirements_map_of
@@ -84,3 +85,34 @@ def test_the_run_stays_running_until_training_testing_and_model_logging_are_over
     assert seen["plots_while_logging_model"] == []
     assert [a.path for a in MlflowClient(store_uri(outputs)).list_artifacts(run.info.run_id, "plots")] == [
         "plots/learning_curve.png"]
+
+
+@pytest.mark.parametrize("flush_every_s", [0.0, 3600.0], ids=["metrics-written-each-epoch", "metrics-written-at-close"])
+def test_the_logged_model_carries_its_epochs_scores_however_the_metrics_were_buffered(
+        monkeypatch, compose_cfg, outputs, flush_every_s) -> None:
+    """Metrics already written when the model is logged are linked by MLflow; those still buffered are
+    linked by the logger as it writes them. The model's page must show the same scores either way."""
+    import functools
+    import io
+    from contextlib import redirect_stdout
+
+    from mlflow.tracking import MlflowClient
+
+    from experiments.tracking import run as run_file
+    from experiments.train import train
+    from tests.conftest import store_uri
+
+    monkeypatch.setattr(run_file, "EpochMLFlowLogger",
+                        functools.partial(run_file.EpochMLFlowLogger, flush_every_s=flush_every_s))
+    with redirect_stdout(io.StringIO()):
+        train(compose_cfg(["trainer.max_epochs=3"]))
+    client = MlflowClient(store_uri(outputs))
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    (output,) = run.outputs.model_outputs
+    linked = {(m.key, m.step): m.value for m in client.get_logged_model(output.model_id).metrics}
+    epoch = int(run.data.metrics["val/loss_best_epoch"])
+    expected = {(key, epoch) for key in run.data.metrics if not key.startswith("test/")}
+    assert set(linked) == expected
+    history = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val/loss")}
+    assert sorted(history) == [0, 1, 2]  # every epoch written once, whichever way
+    assert linked[("val/loss", epoch)] == pytest.approx(history[epoch])

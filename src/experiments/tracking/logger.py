@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -15,7 +17,9 @@ class EpochMLFlowLogger(MLFlowLogger):
     charts read 0, 1, 2, … and a resumed run continues at the right epoch.
 
     A sqlite insert costs more than a small model's epoch, so metrics are buffered and written at most
-    every `flush_every_s` seconds, and always before the run is finalized or closed. (MLflow's own async
+    every `flush_every_s` seconds, and always before the run closes (`tracking.run.finish_run`), after
+    the model is logged: the metrics of the epoch whose weights it holds are then written once, linked
+    to it, instead of MLflow reading every metric's history back to link them. (MLflow's own async
     queue costs ~1.7 s to drain at every close, longer than the seed experiment trains.)
     """
 
@@ -30,6 +34,9 @@ class EpochMLFlowLogger(MLFlowLogger):
         # Work that must land in the run before it closes (a plot drawn in the background):
         # `tracking.run.finish_run` runs these first.
         self.before_close: list[Callable[[], None]] = []
+        # The process that closes the run; a `ddp_spawn` worker holds a copy of this logger and must
+        # write what it buffered before it ends.
+        self._owner_pid = os.getpid()
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
@@ -41,8 +48,22 @@ class EpochMLFlowLogger(MLFlowLogger):
         timestamp = int(time.time() * 1000)
         self._pending += [Metric(key=k, value=float(v), timestamp=timestamp, step=step) for k, v in metrics.items()
                           if step > self.logged_through.get(k, -1)]
+        self._flush_if_due()
+
+    def _flush_if_due(self) -> None:
         if time.monotonic() - self._last_write >= self.flush_every_s:
             self.flush()
+
+    def link_pending_metrics(self, model_id: str, step: int) -> None:
+        """Link the buffered metrics of `step` to a logged model, as MLflow does with those already
+        written when the model is logged (its page then shows these weights' scores)."""
+        from mlflow.entities import Metric
+
+        self._pending = [
+            Metric(m.key, m.value, m.timestamp, m.step, model_id=model_id)
+            if m.step == step and m.model_id is None else m
+            for m in self._pending
+        ]
 
     @rank_zero_only
     def flush(self) -> None:
@@ -54,13 +75,29 @@ class EpochMLFlowLogger(MLFlowLogger):
 
     @rank_zero_only
     def save(self) -> None:
-        # Lightning calls this as fitting starts (and after metrics it logs itself): writing here also
-        # restarts the clock, so a fast first epoch does not pay for the seconds of setup before it.
-        self.flush()
+        # Lightning calls this as fitting starts (writing then also restarts the clock, so a fast first
+        # epoch does not pay for the seconds of setup before it) and after each dict it logs itself.
+        self._flush_if_due()
 
     @rank_zero_only
     def finalize(self, status: str = "success") -> None:
         # Lightning calls this when fitting ends and again after testing; MLFlowLogger would mark the
-        # run FINISHED each time, before the model is logged. `tracking.run.finish_run` closes the run
-        # once, with the status it really ended with.
+        # run FINISHED each time, before the model is logged. `tracking.run.finish_run` writes what is
+        # buffered and closes the run once, with the status it really ended with. A `ddp_spawn` worker
+        # never gets there: it writes its metrics and background work (the plot) as its fit ends.
+        if os.getpid() != self._owner_pid:
+            self.write_pending(raise_errors=status == "success")
+
+    def write_pending(self, raise_errors: bool = True) -> None:
+        """Finish the work queued for the run (the plot drawn in the background), then write the
+        buffered metrics. With `raise_errors` off, a failing piece is a warning (the run is closing as
+        failed or killed anyway, and the rest should still land)."""
+        pending, self.before_close = self.before_close, []
+        for work in pending:
+            try:
+                work()
+            except Exception:
+                if raise_errors:
+                    raise
+                logging.getLogger(__name__).warning("could not finish a step before closing the run", exc_info=True)
         self.flush()

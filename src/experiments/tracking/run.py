@@ -96,7 +96,7 @@ def log_trained_model(logger: EpochMLFlowLogger, model: Any, example: Any, epoch
         # MLflow files a new model under the experiment `MLFLOW_EXPERIMENT_ID` names (else the Default
         # experiment, with a ./mlruns artifact location): set to the run's own for this call.
         with _environment(MLFLOW_EXPERIMENT_ID=logger.experiment_id), _requirements_map_of(requirements):
-            mlflow_pytorch.log_model(
+            info = mlflow_pytorch.log_model(
                 model,
                 name="model",
                 run_id=logger.run_id,
@@ -108,6 +108,7 @@ def log_trained_model(logger: EpochMLFlowLogger, model: Any, example: Any, epoch
             )
     finally:
         mlflow.set_tracking_uri(previous_uri)
+    logger.link_pending_metrics(info.model_id, max(epoch, 0))  # MLflow linked those already written
 
 
 @contextmanager
@@ -156,15 +157,7 @@ def _requirements_map_of(requirements: dict[str, str]) -> Iterator[None]:
 def finish_run(logger: EpochMLFlowLogger, status: str, reason: str | None = None) -> None:
     """Close the run with FINISHED, FAILED or KILLED (and why, as a tag), after queued metrics and
     background work (the learning-curve plot) land."""
-    pending, logger.before_close = logger.before_close, []
-    for work in pending:
-        try:
-            work()
-        except Exception:
-            if status == "FINISHED":
-                raise  # the caller closes the run as FAILED with this error
-            logging.getLogger(__name__).warning("could not finish a step before closing the run", exc_info=True)
-    logger.flush()
+    logger.write_pending(raise_errors=status == "FINISHED")  # raised: the caller closes the run as FAILED
     client, run_id = logger.experiment, logger.run_id
     if reason:
         client.set_tag(run_id, FAILURE_REASON_TAG, reason[:5000])
