@@ -204,6 +204,7 @@ def evaluate(source: Source, csv: str | None, target: str | None) -> tuple[dict[
     from torch.utils.data import TensorDataset
 
     from experiments.data.loader import batch_loader
+    from experiments.models.module import tested_metrics
     from experiments.runtime import choose_eval_batch_size, quiet_lightning_warnings, widest_layer
 
     quiet_lightning_warnings()
@@ -226,8 +227,8 @@ def evaluate(source: Source, csv: str | None, target: str | None) -> tuple[dict[
     trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False,
                          deterministic=bool(cfg.trainer.get("deterministic", True)))
-    (metrics,) = trainer.test(module, dataloaders=loader, verbose=False)
-    return {k: float(v) for k, v in metrics.items()}, data_label, len(dataset)
+    trainer.test(module, dataloaders=loader, verbose=False)
+    return tested_metrics(trainer), data_label, len(dataset)
 
 
 def log_evaluation(source: Source, metrics: dict[str, float], data_label: str, n_rows: int) -> tuple[str, str]:

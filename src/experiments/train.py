@@ -62,7 +62,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     from experiments.callbacks.nan_guard import NanGuard, NonFiniteLossError
     from experiments.hardware import build_trainer, check_hardware
     from experiments.models.mlp import build_mlp, count_parameters
-    from experiments.models.module import ExperimentModule
+    from experiments.models.module import ExperimentModule, tested_metrics
     from experiments.runtime import (
         apply_threads,
         choose_eval_batch_size,
@@ -159,8 +159,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         has_test = datamodule.arrays.sizes["test"] > 0
         if has_test and cfg.get("test", True):
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-            tested = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
-            metrics.update({k: float(v) for k, v in tested[0].items()})
+            trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+            metrics.update(tested_metrics(trainer))
             if best:
                 weights_epoch = module.best_epoch  # testing loaded the best checkpoint into the module
         mark("test_end")

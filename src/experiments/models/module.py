@@ -200,9 +200,11 @@ class ExperimentModule(pl.LightningModule):
             self.logger.log_metrics(dict(zip(values, numbers)), step=self.current_epoch)
 
     def on_test_epoch_end(self) -> None:
+        # Published like the epoch metrics: `self.log_dict` of these four values took ~25 ms of a
+        # ~55 ms test split (Lightning builds a result metric per key). Read back with `tested_metrics`.
         values = self._scored(self.test_outputs, "test")
         self.test_outputs.reset()
-        self.log_dict(values)
+        self._publish_epoch_metrics(values)
 
     def configure_optimizers(self) -> Any:
         optimizer = build_optimizer(self.net.parameters(), **self.optimizer_cfg)
@@ -222,3 +224,9 @@ class ExperimentModule(pl.LightningModule):
         extra = checkpoint.get("experiments", {})
         self.best_epoch = int(extra.get("best_epoch", -1))
         self._best_value = float(extra.get("best_value", self._best_value))
+
+
+def tested_metrics(trainer: pl.Trainer) -> dict[str, float]:
+    """The `test/*` scores of the `trainer.test` that just ran (Lightning clears `callback_metrics` as a
+    stage starts, and carries them back from `ddp_spawn` workers)."""
+    return {key: float(value) for key, value in trainer.callback_metrics.items() if key.startswith("test/")}
