@@ -41,36 +41,47 @@ def report_stale_trial(study: optuna.Study, trial: FrozenTrial) -> None:
     log.warning("Trial %d was RUNNING without a heartbeat (its sweep stopped): marked FAIL.", trial.number)
 
 
-@contextmanager
-def beating(url: str, study_name: str, trials: Sequence[Trial], interval_s: int) -> Iterator[None]:
-    """Record a heartbeat for each trial now and every `interval_s` until the block ends."""
-    if not interval_s or not trials:
-        yield
-        return
-    from ._study import open_storage
+class Heartbeat:
+    """The heartbeats of one sweep's trials, through a storage of its own opened once per sweep (the
+    periodic beats come from another thread). `record` right after asking leaves a sweep killed in
+    between only the few milliseconds of one write in which its new trial could escape detection."""
 
-    storage = open_storage(url)  # its own connections: the beats come from another thread
-    study_id = storage.get_study_id_from_name(study_name)
-    trial_ids = [storage.get_trial_id_from_study_id_trial_number(study_id, t.number) for t in trials]
+    def __init__(self, url: str, study_name: str, interval_s: int) -> None:
+        self.interval_s = interval_s
+        if not interval_s:
+            return
+        from ._study import open_storage
 
-    def beat() -> None:
-        for trial_id in trial_ids:
-            storage.record_heartbeat(trial_id)
+        self._storage = open_storage(url)
+        self._study_id = self._storage.get_study_id_from_name(study_name)
 
-    beat()  # before any job starts: a trial without a heartbeat is never taken for stale
-    stop = threading.Event()
+    def record(self, trials: Sequence[Trial]) -> None:
+        """A heartbeat for each trial now: a trial that never beat is never taken for stale."""
+        if not self.interval_s:
+            return
+        for trial in trials:
+            trial_id = self._storage.get_trial_id_from_study_id_trial_number(self._study_id, trial.number)
+            self._storage.record_heartbeat(trial_id)
 
-    def keep_beating() -> None:
-        while not stop.wait(interval_s):
-            try:
-                beat()
-            except Exception as error:  # noqa: BLE001 - a missed beat must not kill the sweep
-                log.warning("Could not record the trials' heartbeat: %s", error)
+    @contextmanager
+    def beating(self, trials: Sequence[Trial]) -> Iterator[None]:
+        """Record the trials' heartbeats every `interval_s` until the block ends."""
+        if not self.interval_s or not trials:
+            yield
+            return
+        stop = threading.Event()
 
-    thread = threading.Thread(target=keep_beating, name="optuna-heartbeat", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
+        def keep_beating() -> None:
+            while not stop.wait(self.interval_s):
+                try:
+                    self.record(trials)
+                except Exception as error:  # noqa: BLE001 - a missed beat must not kill the sweep
+                    log.warning("Could not record the trials' heartbeat: %s", error)
+
+        thread = threading.Thread(target=keep_beating, name="optuna-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()

@@ -100,18 +100,20 @@ class OptunaSweeperImpl:
         )  # fmt: skip
 
         counts = {"launched": 0, "complete": 0, "pruned": 0, "failed": 0}
+        heartbeat = _heartbeat.Heartbeat(self.storage, self.study_name, self.conf.heartbeat_interval)
         try:
             while counts["launched"] < self.conf.n_trials:
                 batch = min(self.conf.n_jobs, self.conf.n_trials - counts["launched"])
                 with _heartbeat.optuna_heartbeat_warnings_silenced():
                     optuna.storages.fail_stale_trials(study)  # RUNNING trials of a sweep that was killed
                     trials = self._ask(study, space, batch, bound)
+                    heartbeat.record(trials)
                 if not trials:
                     log.info(
                         "Study %r already holds its bound of %s trials; stopping.", self.study_name, bound
                     )
                     break
-                self._run_batch(study, trials, space, counts)
+                self._run_batch(study, trials, space, counts, heartbeat)
                 self._check_failures(counts)
         except BaseException:
             try:
@@ -122,12 +124,13 @@ class OptunaSweeperImpl:
         self.summary_files = write_summary(study, self.sweep_dir, counts)
 
     def _run_batch(
-        self, study: optuna.Study, trials: list[Trial], space: SearchSpace, counts: dict[str, int]
+        self, study: optuna.Study, trials: list[Trial], space: SearchSpace, counts: dict[str, int],
+        heartbeat: _heartbeat.Heartbeat,
     ) -> None:
         told: set[int] = set()
         try:
             overrides = self._job_overrides(trials, space)
-            with _heartbeat.beating(self.storage, self.study_name, trials, self.conf.heartbeat_interval):
+            with heartbeat.beating(trials):
                 returns = self.launcher.launch(overrides, initial_job_idx=trials[0].number)  # type: ignore[union-attr]
             for trial, ret in zip(trials, returns):
                 outcome = self._outcome(trial, ret)
