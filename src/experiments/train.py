@@ -162,7 +162,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
             trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
             metrics.update(tested_metrics(trainer))
             if best:
-                weights_epoch = module.best_epoch  # testing loaded the best checkpoint into the module
+                # Testing loaded the best checkpoint. Its epoch as published by the module: under `ddp_spawn`
+                # the module here never trained (only weights and callback metrics come back).
+                weights_epoch = int(metrics.get(f"{cfg.monitor}_best_epoch", module.best_epoch))
         mark("test_end")
         if logger is not None and trainer.is_global_zero:
             if cfg.logger.get("log_model", True):

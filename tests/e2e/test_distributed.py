@@ -135,6 +135,11 @@ def test_ddp_spawn_on_cpu_gives_one_correct_run(tmp_path: Path, outputs: Path) -
     # The learning curve, drawn by the rank-0 worker as its fit ends, reaches the run before it closes.
     client = MlflowClient(store_uri(outputs))
     assert [a.path for a in client.list_artifacts(run.info.run_id, "plots")] == ["plots/learning_curve.png"]
+    # The model page shows the scores of the weights it holds: the best epoch's, tested in the workers.
+    (output,) = run.outputs.model_outputs
+    best_epoch = int(run.data.metrics["val/loss_best_epoch"])
+    assert best_epoch > 0  # else this would not tell the best epoch from the main process's epoch 0
+    assert {m.step for m in client.get_logged_model(output.model_id).metrics} == {best_epoch}
 
 
 def _free_port() -> int:
