@@ -76,3 +76,28 @@ def test_checkpoint_every_s_zero_writes_after_every_epoch(compose_cfg: Any) -> N
 def test_a_bad_checkpoint_interval_is_refused_in_one_sentence(compose_cfg: Any, value: Any) -> None:
     with pytest.raises(UserError, match=r"checkpoint_every_s must be a number of seconds >= 0"):
         validate_config(compose_cfg([f"checkpoint_every_s={value}"]))
+
+
+def test_the_in_memory_checkpoint_keeps_the_saved_state_when_training_goes_on() -> None:
+    """What the next steps change in place (weights, optimizer moments, a callback's dicts and lists)
+    must not reach the copy held for writing later; immutable leaves may be shared."""
+    from collections import OrderedDict
+
+    from experiments.checkpoint_io import _detached_copy
+
+    weights = OrderedDict(weight=torch.ones(2))
+    weights._metadata = {"": {"version": 1}}  # type: ignore[attr-defined]
+    rng = (3, tuple(range(625)), None)
+    live = {"state_dict": weights, "best_k_models": {"a.ckpt": torch.tensor(0.5)}, "history": [1.0, 2.0],
+            "moments": [{"exp_avg": torch.zeros(2)}], "rng": rng, "epoch": 4, "name": "last"}
+    saved = _detached_copy(live)
+
+    weights["weight"].add_(1)
+    live["best_k_models"]["b.ckpt"] = torch.tensor(0.4)
+    live["history"].append(3.0)
+    live["moments"][0]["exp_avg"].add_(1)
+    assert saved["state_dict"]["weight"].tolist() == [1.0, 1.0]
+    assert isinstance(saved["state_dict"], OrderedDict) and saved["state_dict"]._metadata == {"": {"version": 1}}
+    assert list(saved["best_k_models"]) == ["a.ckpt"] and saved["history"] == [1.0, 2.0]
+    assert saved["moments"][0]["exp_avg"].tolist() == [0.0, 0.0]
+    assert saved["rng"] == rng and saved["epoch"] == 4 and saved["name"] == "last"
