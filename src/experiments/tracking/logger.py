@@ -16,8 +16,8 @@ class EpochMLFlowLogger(MLFlowLogger):
     """Metrics are stepped by epoch (Lightning adds an `epoch` entry to every dict it logs), so the UI
     charts read 0, 1, 2, … and a resumed run continues at the right epoch.
 
-    A sqlite insert costs more than a small model's epoch, so metrics are buffered and written at most
-    every `flush_every_s` seconds, and always before the run closes (`tracking.run.finish_run`), after
+    A sqlite insert costs more than a small model's epoch, so metrics are buffered and written once the
+    oldest of them has waited `flush_every_s` seconds, and always before the run closes (`tracking.run.finish_run`), after
     the model is logged: the metrics of the epoch whose weights it holds are then written once, linked
     to it, instead of MLflow reading every metric's history back to link them. (MLflow's own async
     queue costs ~1.7 s to drain at every close, longer than the seed experiment trains.)
@@ -30,7 +30,7 @@ class EpochMLFlowLogger(MLFlowLogger):
         # A resumed run replays the epochs after its last checkpoint; those it had logged already
         # (written before a hard kill caught the checkpoint in memory) are not logged twice.
         self.logged_through: dict[str, int] = {}
-        self._last_write = time.monotonic()
+        self._oldest_pending: float | None = None  # when the buffer last went from empty to not
         # Work that must land in the run before it closes (a plot drawn in the background):
         # `tracking.run.finish_run` runs these first.
         self.before_close: list[Callable[[], None]] = []
@@ -46,12 +46,15 @@ class EpochMLFlowLogger(MLFlowLogger):
         epoch = metrics.pop("epoch", None)
         step = int(epoch) if epoch is not None else int(step or 0)
         timestamp = int(time.time() * 1000)
-        self._pending += [Metric(key=k, value=float(v), timestamp=timestamp, step=step) for k, v in metrics.items()
-                          if step > self.logged_through.get(k, -1)]
+        new = [Metric(key=k, value=float(v), timestamp=timestamp, step=step) for k, v in metrics.items()
+               if step > self.logged_through.get(k, -1)]
+        if new and not self._pending:
+            self._oldest_pending = time.monotonic()
+        self._pending += new
         self._flush_if_due()
 
     def _flush_if_due(self) -> None:
-        if time.monotonic() - self._last_write >= self.flush_every_s:
+        if self._oldest_pending is not None and time.monotonic() - self._oldest_pending >= self.flush_every_s:
             self.flush()
 
     def link_pending_metrics(self, model_id: str, step: int) -> None:
@@ -71,12 +74,12 @@ class EpochMLFlowLogger(MLFlowLogger):
         pending, self._pending = self._pending, []
         for start in range(0, len(pending), 1000):
             self.experiment.log_batch(run_id=self.run_id, metrics=pending[start : start + 1000])
-        self._last_write = time.monotonic()
+        self._oldest_pending = None
 
     @rank_zero_only
     def save(self) -> None:
-        # Lightning calls this as fitting starts (writing then also restarts the clock, so a fast first
-        # epoch does not pay for the seconds of setup before it) and after each dict it logs itself.
+        # Lightning calls this as fitting starts and after each dict it logs itself: a write only if due
+        # (the clock runs from the oldest buffered value, so setup's seconds never make one due).
         self._flush_if_due()
 
     @rank_zero_only

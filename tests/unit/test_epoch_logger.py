@@ -1,0 +1,32 @@
+"""The MLflow logger's buffer: metrics wait in memory, but never longer than `flush_every_s`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from experiments.tracking.logger import EpochMLFlowLogger
+
+
+def _written(logger: EpochMLFlowLogger) -> list[int]:
+    return [m.step for m in MlflowClient(logger._tracking_uri).get_metric_history(logger.run_id, "val/loss")]
+
+
+def test_buffered_metrics_wait_at_most_the_interval_counted_from_the_oldest(tmp_path: Path) -> None:
+    logger = EpochMLFlowLogger(experiment_name="buffer", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+                               flush_every_s=1.0)
+    assert logger.run_id
+    time.sleep(0.6)  # setup before fitting (opening the run, building the trainer)
+    logger.save()  # what Lightning calls as fitting starts: nothing buffered, nothing due
+    time.sleep(0.5)  # the first epoch
+    logger.log_metrics({"val/loss": 0.9, "epoch": 0})
+    assert _written(logger) == []  # the run is older than the interval, but these values are new
+    time.sleep(1.2)
+    logger.log_metrics({"val/loss": 0.8, "epoch": 1})
+    assert _written(logger) == [0, 1]  # the oldest had waited the interval: both written in one go
+    logger.log_metrics({"val/loss": 0.7, "epoch": 2})
+    assert _written(logger) == [0, 1]
+    logger.write_pending()  # as the run closes
+    assert _written(logger) == [0, 1, 2]
