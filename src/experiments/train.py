@@ -62,7 +62,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
     from experiments.callbacks.nan_guard import NanGuard, NonFiniteLossError
     from experiments.hardware import build_trainer, check_hardware
     from experiments.models.mlp import build_mlp, count_parameters
-    from experiments.models.module import ExperimentModule, tested_metrics
     from experiments.runtime import (
         apply_threads,
         choose_eval_batch_size,
@@ -72,7 +71,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         resume_gc_after_startup,
         widest_layer,
     )
-    from experiments.tracking.run import build_logger, finish_run, log_run_metadata, log_trained_model
+    from experiments.tracking.run import build_logger, finish_run, log_trained_model
 
     quiet_lightning_warnings()
     check_hardware(cfg.trainer)  # a missing GPU/TPU is reported before the MLflow store is touched
@@ -89,20 +88,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     n_params = count_parameters(net)
     threads = choose_threads(cfg.threads, n_params, cfg.data.batch_size)
     apply_threads(threads)
-    module = ExperimentModule(
-        net,
-        task=datamodule.task,
-        num_classes=max(datamodule.source.num_classes, 2),
-        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),  # type: ignore[arg-type]
-        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),  # type: ignore[arg-type]
-        regularization=OmegaConf.to_container(cfg.regularization, resolve=True),  # type: ignore[arg-type]
-        monitor=cfg.monitor,
-        monitor_mode=cfg.monitor_mode,
-        batch_size=cfg.data.batch_size,
-        # Clipping happens in the module's own optimization step; Lightning refuses it with manual optimization.
-        gradient_clip_val=cfg.trainer.get("gradient_clip_val"),
-        gradient_clip_algorithm=cfg.trainer.get("gradient_clip_algorithm") or "norm",
-    )
+    module = _training_module(cfg, net, datamodule)
 
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     if not any(isinstance(c, NanGuard) for c in callbacks):
@@ -134,18 +120,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule.steps_per_item = choose_steps_per_item(cfg.steps_per_item, n_params, cfg.data.batch_size,
                                                       datamodule.steps_per_epoch, trainer.world_size, counts_batches)
 
-    if logger is not None and trainer.is_global_zero and cfg.get("resume"):
-        from experiments.resume import record_continuation
-
-        record_continuation(logger, cfg, datamodule.fingerprint)
-    elif logger is not None and trainer.is_global_zero:
-        from experiments.tracking.dataset import log_dataset_input
-
-        derived = {"model.n_params": n_params, "model.input_dim_resolved": datamodule.input_dim,
-                   "runtime.threads": threads, **{f"data.{k}": v for k, v in datamodule.describe().items()}}
-        log_run_metadata(logger, cfg, derived, _hydra_overrides(),
-                         {"data.fingerprint": datamodule.fingerprint, "run_dir": str(cfg.paths.run_dir)})
-        log_dataset_input(logger.experiment, logger.run_id, datamodule, dict(cfg.data.get("options") or {}))
+    if logger is not None and trainer.is_global_zero:
+        _record_run_start(logger, cfg, datamodule, {"model.n_params": n_params, "runtime.threads": threads})
 
     resume_gc_after_startup()
     try:
@@ -155,16 +131,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if trainer.interrupted:
             raise KeyboardInterrupt
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        weights_epoch = _weights_epoch(trainer)
-        has_test = datamodule.arrays.sizes["test"] > 0
-        if has_test and cfg.get("test", True):
-            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-            trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
-            metrics.update(tested_metrics(trainer))
-            if best:
-                # Testing loaded the best checkpoint. Its epoch as published by the module: under `ddp_spawn`
-                # the module here never trained (only weights and callback metrics come back).
-                weights_epoch = int(metrics.get(f"{cfg.monitor}_best_epoch", module.best_epoch))
+        weights_epoch = _test(trainer, module, datamodule, cfg, metrics)
         mark("test_end")
         if logger is not None and trainer.is_global_zero:
             if cfg.logger.get("log_model", True):
@@ -201,6 +168,61 @@ def train(cfg: DictConfig) -> dict[str, float]:
         print_summary(metrics, logger, run_name_for(cfg))
     mark("train_returned")
     return metrics
+
+
+def _training_module(cfg: DictConfig, net: Any, datamodule: Any) -> Any:
+    """The LightningModule around `net`: loss, regularization, metrics and optimizer as configured."""
+    from experiments.models.module import ExperimentModule
+
+    return ExperimentModule(
+        net,
+        task=datamodule.task,
+        num_classes=max(datamodule.source.num_classes, 2),
+        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),  # type: ignore[arg-type]
+        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),  # type: ignore[arg-type]
+        regularization=OmegaConf.to_container(cfg.regularization, resolve=True),  # type: ignore[arg-type]
+        monitor=cfg.monitor,
+        monitor_mode=cfg.monitor_mode,
+        batch_size=cfg.data.batch_size,
+        # Clipping happens in the module's own optimization step; Lightning refuses it with manual optimization.
+        gradient_clip_val=cfg.trainer.get("gradient_clip_val"),
+        gradient_clip_algorithm=cfg.trainer.get("gradient_clip_algorithm") or "norm",
+    )
+
+
+def _record_run_start(logger: Any, cfg: DictConfig, datamodule: Any, derived: dict[str, Any]) -> None:
+    """A continued run records its continuation; a new one its params, tags, config and dataset."""
+    if cfg.get("resume"):
+        from experiments.resume import record_continuation
+
+        record_continuation(logger, cfg, datamodule.fingerprint)
+        return
+    from experiments.tracking.dataset import log_dataset_input
+    from experiments.tracking.run import log_run_metadata
+
+    derived = {**derived, "model.input_dim_resolved": datamodule.input_dim,
+               **{f"data.{k}": v for k, v in datamodule.describe().items()}}
+    log_run_metadata(logger, cfg, derived, _hydra_overrides(),
+                     {"data.fingerprint": datamodule.fingerprint, "run_dir": str(cfg.paths.run_dir)})
+    log_dataset_input(logger.experiment, logger.run_id, datamodule, dict(cfg.data.get("options") or {}))
+
+
+def _test(trainer: Any, module: Any, datamodule: Any, cfg: DictConfig, metrics: dict[str, float]) -> int:
+    """Score the best checkpoint on the test split (when there is one and `test` is on), adding the
+    `test/*` scores to `metrics`; return the epoch whose weights the module now holds."""
+    from experiments.models.module import tested_metrics
+
+    weights_epoch = _weights_epoch(trainer)
+    if datamodule.arrays.sizes["test"] == 0 or not cfg.get("test", True):
+        return weights_epoch
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+    metrics.update(tested_metrics(trainer))
+    if not best:
+        return weights_epoch
+    # Testing loaded the best checkpoint. Its epoch as published by the module: under `ddp_spawn` the
+    # module here never trained (only weights and callback metrics come back).
+    return int(metrics.get(f"{cfg.monitor}_best_epoch", module.best_epoch))
 
 
 def _weights_epoch(trainer: Any) -> int:
