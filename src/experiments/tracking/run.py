@@ -88,6 +88,7 @@ def log_trained_model(logger: EpochMLFlowLogger, model: Any, example: Any, epoch
         prediction = model(example).numpy()
     signature = infer_signature(example.numpy(), prediction)
     requirements = {"torch": f"torch=={torch.__version__.split('+')[0]}", "experiments": "experiments"}
+    step = max(epoch, 0)
     previous_uri = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(logger._tracking_uri)
     try:
@@ -100,7 +101,7 @@ def log_trained_model(logger: EpochMLFlowLogger, model: Any, example: Any, epoch
                 model,
                 name="model",
                 run_id=logger.run_id,
-                step=max(epoch, 0),
+                step=step,
                 signature=signature,
                 input_example=example.numpy(),
                 pip_requirements=list(requirements.values()),
@@ -108,7 +109,7 @@ def log_trained_model(logger: EpochMLFlowLogger, model: Any, example: Any, epoch
             )
     finally:
         mlflow.set_tracking_uri(previous_uri)
-    logger.link_pending_metrics(info.model_id, max(epoch, 0))  # MLflow linked those already written
+    logger.link_pending_metrics(info.model_id, step)  # MLflow linked those already written
 
 
 @contextmanager

@@ -54,14 +54,17 @@ class Heartbeat:
 
         self._storage = open_storage(url)
         self._study_id = self._storage.get_study_id_from_name(study_name)
+        self._trial_ids: dict[int, int] = {}  # trial number -> the storage's id, looked up once
 
     def record(self, trials: Sequence[Trial]) -> None:
         """A heartbeat for each trial now: a trial that never beat is never taken for stale."""
         if not self.interval_s:
             return
         for trial in trials:
-            trial_id = self._storage.get_trial_id_from_study_id_trial_number(self._study_id, trial.number)
-            self._storage.record_heartbeat(trial_id)
+            if trial.number not in self._trial_ids:
+                self._trial_ids[trial.number] = self._storage.get_trial_id_from_study_id_trial_number(
+                    self._study_id, trial.number)
+            self._storage.record_heartbeat(self._trial_ids[trial.number])
 
     @contextmanager
     def beating(self, trials: Sequence[Trial]) -> Iterator[None]:
