@@ -17,10 +17,11 @@ class EpochMLFlowLogger(MLFlowLogger):
     charts read 0, 1, 2, … and a resumed run continues at the right epoch.
 
     A sqlite insert costs more than a small model's epoch, so metrics are buffered and written once the
-    oldest of them has waited `flush_every_s` seconds, and always before the run closes (`tracking.run.finish_run`), after
-    the model is logged: the metrics of the epoch whose weights it holds are then written once, linked
-    to it, instead of MLflow reading every metric's history back to link them. (MLflow's own async
-    queue costs ~1.7 s to drain at every close, longer than the seed experiment trains.)
+    oldest of them has waited `flush_every_s` seconds, and always before the run closes
+    (`tracking.run.finish_run`), after the model is logged: the metrics of the epoch whose weights it
+    holds are then written once, linked to it, instead of MLflow reading every metric's history back to
+    link them. (MLflow's own async queue costs ~1.7 s to drain at every close, longer than the seed
+    experiment trains.)
     """
 
     def __init__(self, *args: Any, flush_every_s: float = 2.0, **kwargs: Any) -> None:
@@ -102,5 +103,6 @@ class EpochMLFlowLogger(MLFlowLogger):
             except Exception:
                 if raise_errors:
                     raise
-                logging.getLogger(__name__).warning("could not finish a step before closing the run", exc_info=True)
+                logging.getLogger(__name__).warning("could not finish a step before closing the run",
+                                                    exc_info=True)
         self.flush()
