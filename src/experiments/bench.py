@@ -51,7 +51,7 @@ class Measurement:
 def _measure(path: str, workload: dict[str, Any]) -> Measurement:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     out = subprocess.run(
-        [sys.executable, "-m", "experiments.bench_worker", path, json.dumps(workload)],
+        [sys.executable, "-m", "experiments.bench_worker", path, json.dumps(workload)], check=False,
         capture_output=True, text=True, env=env, timeout=3600,
     )
     if out.returncode != 0:
@@ -128,13 +128,14 @@ def _keras(workload: dict[str, Any]) -> dict[str, float] | None:
         "m.compile('adam','binary_crossentropy')\nt=time.perf_counter();m.fit(x,y,batch_size=w['batch_size'],"
         "epochs=w['epochs'],verbose=0)\ns=-(-n//w['batch_size'])*w['epochs']\nprint(json.dumps({'steps_per_s':s/(time.perf_counter()-t)}))"
     )
-    out = subprocess.run([sys.executable, "-c", code, json.dumps(workload)], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(workload)], check=False, capture_output=True,
+                         text=True)
     return json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else None
 
 
 def _wall(command: list[str], env: dict[str, str] | None = None) -> float:
     start = time.time()
-    subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    subprocess.run(command, check=False, capture_output=True, text=True, env={**os.environ, **(env or {})})
     return time.time() - start
 
 
@@ -142,12 +143,12 @@ def measure_fixed_costs(repeats: int = 3) -> dict[str, Any]:
     """Cold start of the CLI (and whether it imports torch) and the phases of a default `train`."""
     cli = [sys.executable, "-m", "experiments"]
     probe = "import sys,experiments.cli as c\ntry: c.main(sys.argv[1:])\nexcept SystemExit: pass\nprint('torch' in sys.modules)"
-    help_imports_torch = subprocess.run([sys.executable, "-c", probe, "--help"], capture_output=True,
-                                        text=True).stdout.strip().endswith("True")
+    help_imports_torch = subprocess.run([sys.executable, "-c", probe, "--help"], check=False,
+                                        capture_output=True, text=True).stdout.strip().endswith("True")
     with tempfile.TemporaryDirectory() as tmp:
         error_imports_torch = subprocess.run(
             [sys.executable, "-c", probe, "train", f"paths.output_dir={tmp}", "model.activation=nope"],
-            capture_output=True, text=True,
+            check=False, capture_output=True, text=True,
         ).stdout.strip().endswith("True")
     with tempfile.TemporaryDirectory() as tmp:
         help_s = statistics.median(_wall([*cli, "--help"]) for _ in range(repeats))
@@ -171,7 +172,7 @@ def _default_train_phases(cli: list[str], output_dir: Path, label: str) -> dict[
     phase_file = output_dir / f"phases-{label}.jsonl"
     start = time.time()
     subprocess.run([*cli, "train", f"paths.output_dir={output_dir}", "callbacks.progress_bar=null",
-                    "trainer.enable_progress_bar=false"], capture_output=True, text=True,
+                    "trainer.enable_progress_bar=false"], check=False, capture_output=True, text=True,
                    env={**os.environ, PHASE_FILE_ENV: str(phase_file)})
     end = time.time()
     phases: dict[str, float] = {}

@@ -12,7 +12,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from experiments.import_shortcuts import import_torchmetrics
 from experiments.runtime import pause_gc_for_startup
@@ -21,13 +21,13 @@ if __name__ == "__main__" and sys.argv[1:2] == ["framework"]:
     pause_gc_for_startup()  # as `experiments train` starts (train() resumes it when fitting starts)
 import_torchmetrics()  # as `experiments train` does, for both paths
 
-import lightning.pytorch as pl  # noqa: E402
+import lightning.pytorch as pl
 
 
 class FitTimer(pl.Callback):
     """Times the training phase (all epochs, with their validation) of the framework path."""
 
-    last: dict[str, float] = {}
+    last: ClassVar[dict[str, float]] = {}  # read by the worker after fitting
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start = time.perf_counter()

@@ -72,8 +72,8 @@ def test_skip_finished_without_a_sweep_name_is_one_clear_error(tmp_path: Path, o
     result = sweep(outputs, tmp_path, "skip_finished=true", "seed=1,2")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "error: skip_finished=true needs sweep_name=<name>, so the sweep's earlier runs can be found; "
-        "use the same sweep_name as the sweep you are extending."
+        ("error: skip_finished=true needs sweep_name=<name>, so the sweep's earlier runs can be found; "
+         "use the same sweep_name as the sweep you are extending.")
     ]
     assert not (outputs / "mlflow.db").exists() and not (outputs / "runs").exists()
 

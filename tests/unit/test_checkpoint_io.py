@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 from contextlib import redirect_stdout
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning.pytorch as pl
 import pytest
@@ -23,8 +23,8 @@ QUICK = ["logger=none", "callbacks.learning_curve=null", "data.options.n_samples
 class CheckpointProbe(pl.Callback):
     """Records, at each epoch start, which epoch `last.ckpt` on disk holds, and each epoch's weights."""
 
-    seen: list[int | None] = []
-    weights: dict[int, dict[str, torch.Tensor]] = {}
+    seen: ClassVar[list[int | None]] = []
+    weights: ClassVar[dict[int, dict[str, torch.Tensor]]] = {}
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         last = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"

@@ -91,7 +91,7 @@ def test_datamodule_serves_whole_batches_in_a_seeded_order() -> None:
                                              shuffle_seed=7).train_dataloader()]
     assert all(np.array_equal(a[1], b) for a, b in zip(batches, again))
     assert dm.input_dim == 3 and dm.num_outputs == 1
-    val, train_eval = dm.val_dataloader()
+    _val, train_eval = dm.val_dataloader()
     assert sum(len(b[0]) for b in train_eval) == 50  # the whole training split, for eval-mode train metrics
 
 

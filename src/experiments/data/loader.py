@@ -56,7 +56,8 @@ class ShuffledBatches(DistributedSampler):
 
     def __len__(self) -> int:
         if self.num_replicas == 1:
-            return -(-self.dataset_size // (self.batch_size * self.steps_per_item))
+            per_item = self.batch_size * self.steps_per_item
+            return (self.dataset_size + per_item - 1) // per_item
         step = self.batch_size * self.num_replicas
         steps = (self.dataset_size + step - 1) // step
         last = self.dataset_size - (steps - 1) * step if steps else 0

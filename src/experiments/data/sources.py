@@ -114,7 +114,7 @@ def load_csv(path: str, target: str, features: Sequence[str] | None = None) -> t
         raise UserError(f"data.options.path: CSV file {str(file)!r} does not exist.")
     try:
         frame = pd.read_csv(file)
-    except Exception as err:  # pandas raises many parser types; the user needs the file name and why
+    except Exception as err:  # noqa: BLE001 - pandas raises many parser types; the user needs the file and why
         raise UserError(f"Could not read CSV {str(file)!r}: {err}.") from None
     if target not in frame.columns:
         raise UserError(
@@ -152,9 +152,9 @@ def load_source(dataset: str, options: dict[str, Any], task: str = "auto") -> Ta
         raise UserError(f"data.dataset={dataset!r} is not known; choose one of: {', '.join(choices.DATASETS)}.")
     if task == "auto":
         task = _BUILTIN_TASKS.get(dataset) or infer_task(y)
-    if task != "regression" and dataset != "csv" and np.issubdtype(np.asarray(y).dtype, np.floating):
-        if not np.all(np.equal(np.mod(y, 1), 0)):
-            raise UserError(f"data.task={task!r} needs class labels but {dataset!r} has continuous targets.")
+    if (task != "regression" and dataset != "csv" and np.issubdtype(np.asarray(y).dtype, np.floating)
+            and not np.all(np.equal(np.mod(y, 1), 0))):
+        raise UserError(f"data.task={task!r} needs class labels but {dataset!r} has continuous targets.")
     targets = _encode_targets(np.asarray(y), task)
     if task == "binary" and len(np.unique(targets)) != 2:
         raise UserError(f"data.task='binary' needs exactly two classes, found {len(np.unique(targets))}.")

@@ -33,9 +33,9 @@ def split_data(data: TabularData, train: float, val: float, test: float, seed: i
 
     n = len(data.targets)
     stratify = data.targets if data.task != "regression" else None
-    n_train, n_val = int(round(train * n)), int(round(val * n))
+    n_train, n_val = round(train * n), round(val * n)
     # Fractions that sum to 1 use every sample: rounding must not leave a stray row out.
-    n_test = n - n_train - n_val if train + val + test >= 1 - 1e-9 else int(round(test * n))
+    n_test = n - n_train - n_val if train + val + test >= 1 - 1e-9 else round(test * n)
     n_test = max(0, min(n_test, n - n_train - n_val))
 
     def cut(idx: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,6 @@ import torch
 
 from experiments import choices
 
-
 # Optimizers with a fused kernel: one pass over each parameter per step instead of one per arithmetic
 # operation. On CPU, Adam's step for the 1024-wide `large` benchmark net took ~5.5 ms in PyTorch's default
 # implementation and ~0.5 ms fused (2 threads), ~7 % of its training step.

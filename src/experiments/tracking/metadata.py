@@ -16,7 +16,8 @@ def git_state(root: Path) -> dict[str, str]:
 
     def git(*args: str) -> str:
         try:
-            out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=20)
+            out = subprocess.run(["git", *args], check=False, cwd=root, capture_output=True, text=True,
+                                 timeout=20)
         except (OSError, subprocess.TimeoutExpired):
             return ""
         return out.stdout if out.returncode == 0 else ""

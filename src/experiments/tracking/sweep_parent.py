@@ -123,7 +123,7 @@ def _retry_transient(action: Callable[[], OpenSweep], attempts: int = 3) -> Open
             return action()
         except SweepConfigError:
             raise
-        except Exception:  # noqa: BLE001
+        except Exception:
             if attempt == attempts:
                 raise
             time.sleep(2 * attempt)
