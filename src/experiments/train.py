@@ -60,6 +60,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     from hydra.utils import instantiate
 
     from experiments.callbacks.nan_guard import NanGuard, NonFiniteLossError
+    from experiments.callbacks.weights_epoch import WEIGHTS_EPOCH, WeightsEpoch
     from experiments.hardware import build_trainer, check_hardware
     from experiments.models.mlp import build_mlp, count_parameters
     from experiments.runtime import (
@@ -93,6 +94,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     if not any(isinstance(c, NanGuard) for c in callbacks):
         callbacks.append(NanGuard())
+    callbacks.append(WeightsEpoch())
     from experiments.optuna_trial import close_pruned_run, is_trial_pruned, pruning_callbacks
 
     callbacks += pruning_callbacks(cfg)  # a job of an Optuna sweep: report the monitor, maybe get pruned
@@ -130,7 +132,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         mark("fit_end")
         if trainer.interrupted:
             raise KeyboardInterrupt
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k != WEIGHTS_EPOCH}
         weights_epoch = _test(trainer, module, datamodule, cfg, metrics)
         mark("test_end")
         if logger is not None and trainer.is_global_zero:
@@ -210,9 +212,10 @@ def _record_run_start(logger: Any, cfg: DictConfig, datamodule: Any, derived: di
 def _test(trainer: Any, module: Any, datamodule: Any, cfg: DictConfig, metrics: dict[str, float]) -> int:
     """Score the best checkpoint on the test split (when there is one and `test` is on), adding the
     `test/*` scores to `metrics`; return the epoch whose weights the module now holds."""
+    from experiments.callbacks.weights_epoch import fitted_weights_epoch
     from experiments.models.module import tested_metrics
 
-    weights_epoch = _weights_epoch(trainer)
+    weights_epoch = fitted_weights_epoch(trainer)
     if datamodule.arrays.sizes["test"] == 0 or not cfg.get("test", True):
         return weights_epoch
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
@@ -223,17 +226,6 @@ def _test(trainer: Any, module: Any, datamodule: Any, cfg: DictConfig, metrics: 
     # Testing loaded the best checkpoint. Its epoch as published by the module: under `ddp_spawn` the
     # module here never trained (only weights and callback metrics come back).
     return int(metrics.get(f"{cfg.monitor}_best_epoch", module.best_epoch))
-
-
-def _weights_epoch(trainer: Any) -> int:
-    """The epoch whose weights the module holds when fitting ends: early stopping's best epoch when it
-    restored them, else the last one."""
-    from experiments.callbacks.early_stopping import EarlyStopping
-
-    for callback in trainer.callbacks:
-        if isinstance(callback, EarlyStopping) and callback.restored_epoch is not None:
-            return callback.restored_epoch
-    return trainer.current_epoch - 1
 
 
 def objective_value(metrics: dict[str, float], cfg: DictConfig) -> Any:

@@ -142,6 +142,20 @@ def test_ddp_spawn_on_cpu_gives_one_correct_run(tmp_path: Path, outputs: Path) -
     assert {m.step for m in client.get_logged_model(output.model_id).metrics} == {best_epoch}
 
 
+def test_ddp_spawn_without_testing_links_the_model_to_its_last_epoch(tmp_path: Path, outputs: Path) -> None:
+    # Untested, the model holds the weights the workers ended with; the launching process never trained,
+    # so it has to learn their epoch from the rank-0 worker (it used to link the model to epoch 0).
+    result = run_cli(["train", f"paths.output_dir={outputs}", "trainer=ddp_spawn", "trainer.accelerator=cpu",
+                      "trainer.devices=2", f"trainer.max_epochs={EPOCHS}", "test=false", *FAST],
+                     cwd=tmp_path, env=DDP_ENV, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, run = _only_run(outputs)
+    (output,) = run.outputs.model_outputs
+    linked = MlflowClient(store_uri(outputs)).get_logged_model(output.model_id).metrics
+    assert linked and {m.step for m in linked} == {EPOCHS - 1}
+    assert "test/loss" not in run.data.metrics
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
