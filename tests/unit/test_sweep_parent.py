@@ -5,8 +5,13 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
+from experiments.tracking.sweep_description import (
+    SweepConfigError,
+    objective_mode,
+    search_space,
+    sweep_identity,
+)
 from experiments.tracking.sweep_job import point_of, swept_part
-from experiments.tracking.sweep_parent import SweepConfigError, objective_mode, search_space, sweep_identity
 from experiments.tracking.sweep_summary import ChildRun, best_child, summarize
 
 
