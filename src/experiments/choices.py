@@ -19,3 +19,22 @@ DATASETS = (
     "make_moons",
     "csv",
 )
+# Keyword arguments of models.mlp.build_mlp a `model` config may set (`input_dim` is taken out first).
+MODEL_KEYS = ("input_dim", "hidden_dims", "activation", "dropout", "norm", "init", "init_std", "bias_init")
+# The scores models/epoch_metrics.py computes per task; published as train/<score> and val/<score>.
+TASK_SCORES = {
+    "binary": ("acc", "auroc", "f1"),
+    "multiclass": ("acc", "auroc", "f1"),
+    "regression": ("mse", "mae", "r2"),
+}
+
+
+# The score a generalization gap is reported for besides the loss (higher is better).
+MAIN_SCORE = {"binary": "acc", "multiclass": "acc", "regression": "r2"}
+
+
+def monitorable_metrics(task: str) -> tuple[str, ...]:
+    """What `monitor` may name for a task: the per-epoch values the training module publishes."""
+    scores = ("loss", *TASK_SCORES[task])
+    return (*(f"{split}/{score}" for split in ("val", "train") for score in scores),
+            "gap/loss", f"gap/{MAIN_SCORE[task]}", "train/objective")

@@ -52,9 +52,11 @@ def _train(args: list[str]) -> int:
     if "COMP_LINE" in os.environ:  # shell completion: Hydra must not see the subcommand as an override
         os.environ["COMP_LINE"] = os.environ["COMP_LINE"].replace(" train ", " ", 1)
     sys.argv = [sys.argv[0], *args]
+    from experiments.hydra_errors import hydra_errors_as_sentences
     from experiments.train import main as train_main
 
-    train_main()
+    with hydra_errors_as_sentences():
+        train_main()
     return 0
 
 

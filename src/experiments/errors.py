@@ -1,7 +1,25 @@
 """User-facing errors: one clear sentence, no traceback."""
 
+from __future__ import annotations
+
+from typing import Any
+
 
 class UserError(Exception):
     """A mistake in the user's input (config, CLI arguments, files). Printed as one line, exit code 2."""
 
     exit_code = 2
+
+
+def instantiated(node: Any, **kwargs: Any) -> Any:
+    """`hydra.utils.instantiate`, passing on a `UserError` the target raised as itself: Hydra wraps it in
+    an InstantiationException that prints as several lines naming the target's full class path."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, UserError):
+            raise err.__cause__ from None
+        raise

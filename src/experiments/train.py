@@ -8,10 +8,10 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.errors import UserError
+from experiments.errors import UserError, instantiated
 from experiments.paths import config_dir, register_resolvers
 from experiments.timing import mark
-from experiments.validation import validate_config
+from experiments.validation import check_monitor, validate_config
 
 register_resolvers()
 
@@ -57,7 +57,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     import_torchmetrics()  # before Lightning does, without the scipy.signal it would load for nothing
     import lightning.pytorch as pl
-    from hydra.utils import instantiate
 
     from experiments.callbacks.nan_guard import NanGuard, NonFiniteLossError
     from experiments.callbacks.weights_epoch import WEIGHTS_EPOCH, WeightsEpoch
@@ -77,7 +76,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     quiet_lightning_warnings()
     check_hardware(cfg.trainer)  # a missing GPU/TPU is reported before the MLflow store is touched
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = instantiate(cfg.data, _convert_="all")
+    datamodule = instantiated(cfg.data, _convert_="all")
+    check_monitor(cfg.monitor, datamodule.task)  # the task is known now; no run is recorded yet
     if cfg.model.input_dim is not None and cfg.model.input_dim != datamodule.input_dim:
         raise UserError(
             f"model.input_dim={cfg.model.input_dim} disagrees with the data, which has {datamodule.input_dim} "
@@ -91,7 +91,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     apply_threads(threads)
     module = _training_module(cfg, net, datamodule)
 
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    callbacks = [instantiated(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     if not any(isinstance(c, NanGuard) for c in callbacks):
         callbacks.append(NanGuard())
     callbacks.append(WeightsEpoch())
@@ -111,6 +111,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         logger = build_logger(cfg, run_name_for(cfg), tags)
     trainer_cfg = OmegaConf.create({k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items()
                                     if not k.startswith("gradient_clip")})
+    callbacks = _one_progress_switch(trainer_cfg, callbacks)
     from experiments.checkpoint_io import ThrottledCheckpointIO
 
     plugins = [ThrottledCheckpointIO(float(cfg.get("checkpoint_every_s", 0)))]
@@ -190,6 +191,18 @@ def _training_module(cfg: DictConfig, net: Any, datamodule: Any) -> Any:
         gradient_clip_val=cfg.trainer.get("gradient_clip_val"),
         gradient_clip_algorithm=cfg.trainer.get("gradient_clip_algorithm") or "norm",
     )
+
+
+def _one_progress_switch(trainer_cfg: DictConfig, callbacks: list[Any]) -> list[Any]:
+    """Either switch alone turns the progress bar off: Lightning refuses `enable_progress_bar=false` while a
+    bar is among the callbacks, and adds its own bar when `callbacks.progress_bar=null` took ours away."""
+    from lightning.pytorch.callbacks import ProgressBar
+
+    if not trainer_cfg.get("enable_progress_bar", True):
+        return [c for c in callbacks if not isinstance(c, ProgressBar)]
+    if not any(isinstance(c, ProgressBar) for c in callbacks):
+        trainer_cfg.enable_progress_bar = False
+    return callbacks
 
 
 def _record_run_start(logger: Any, cfg: DictConfig, datamodule: Any, derived: dict[str, Any]) -> None:

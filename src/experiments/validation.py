@@ -21,28 +21,35 @@ def _one_of(key: str, value: Any, allowed: Iterable[str]) -> None:
 
 
 def _positive(key: str, value: Any) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+    if not _is_number(value) or value <= 0:
         raise UserError(f"{key} must be a positive number, got {value!r}.")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def validate_config(cfg: DictConfig) -> None:
     """Refuse values that would fail deep inside training with a confusing traceback."""
-    net = cfg.model
-    _one_of("model.activation", net.activation, choices.ACTIVATIONS)
-    _one_of("model.norm", net.norm, choices.NORMS)
-    _one_of("model.init", net.init, choices.INITS)
-    hidden = list(net.hidden_dims or [])
-    for width in hidden:
-        if not isinstance(width, int) or isinstance(width, bool) or width <= 0:
-            raise UserError(f"model.hidden_dims must hold positive integers, got {hidden}.")
-    if net.input_dim is not None:
-        _positive("model.input_dim", net.input_dim)
-    if not 0.0 <= float(net.dropout) < 1.0:
-        raise UserError(f"model.dropout must be in [0, 1), got {net.dropout}.")
+    _check_complete(cfg)
+    _validate_model(cfg.model)
+    if not _is_whole(cfg.seed):
+        raise UserError(f"seed must be a whole number, got {cfg.seed!r}.")
+    threads = cfg.get("threads", "auto")
+    if threads != "auto" and (not _is_whole(threads) or threads < 1):
+        raise UserError(f"threads must be a positive whole number or 'auto', got {threads!r}.")
+    max_epochs = (cfg.get("trainer") or {}).get("max_epochs")
+    if max_epochs is not None and (not _is_whole(max_epochs) or (max_epochs < 1 and max_epochs != -1)):
+        raise UserError(f"trainer.max_epochs must be a positive whole number (or -1 for no limit), "
+                        f"got {max_epochs!r}.")
 
     _one_of("optimizer.name", cfg.optimizer.name, choices.OPTIMIZERS)
     _positive("optimizer.lr", cfg.optimizer.lr)
-    if float(cfg.optimizer.weight_decay) < 0:
+    if not _is_number(cfg.optimizer.weight_decay) or cfg.optimizer.weight_decay < 0:
         raise UserError(f"optimizer.weight_decay must be >= 0, got {cfg.optimizer.weight_decay}.")
     fused = cfg.optimizer.get("fused", False)
     if fused not in (True, False, "auto"):
@@ -59,8 +66,8 @@ def validate_config(cfg: DictConfig) -> None:
     eval_batch = data.get("eval_batch_size", "auto")
     if eval_batch != "auto" and (not isinstance(eval_batch, int) or isinstance(eval_batch, bool) or eval_batch <= 0):
         raise UserError(f"data.eval_batch_size must be a positive whole number of rows or 'auto', got {eval_batch!r}.")
-    fractions = {k: float(data.split[k]) for k in ("train", "val", "test")}
-    if any(f < 0 for f in fractions.values()) or fractions["train"] <= 0 or sum(fractions.values()) > 1 + 1e-9:
+    fractions = {k: data.split[k] for k in ("train", "val", "test")}
+    if not all(_is_number(f) for f in fractions.values()) or any(f < 0 for f in fractions.values()) or fractions["train"] <= 0 or sum(fractions.values()) > 1 + 1e-9:
         raise UserError(
             f"data.split fractions must be >= 0 with train > 0 and sum <= 1, got {fractions}."
         )
@@ -70,10 +77,12 @@ def validate_config(cfg: DictConfig) -> None:
     reg = cfg.get("regularization")
     if reg is not None:
         for key in ("l1", "l2", "input_noise", "max_norm"):
-            if float(reg.get(key, 0.0)) < 0:
-                raise UserError(f"regularization.{key} must be >= 0, got {reg[key]}.")
-        if not 0.0 <= float(reg.get("label_smoothing", 0.0)) < 1.0:
-            raise UserError(f"regularization.label_smoothing must be in [0, 1), got {reg.label_smoothing}.")
+            value = reg.get(key, 0.0)
+            if not _is_number(value) or value < 0:
+                raise UserError(f"regularization.{key} must be a number >= 0, got {value!r}.")
+        smoothing = reg.get("label_smoothing", 0.0)
+        if not _is_number(smoothing) or not 0.0 <= smoothing < 1.0:
+            raise UserError(f"regularization.label_smoothing must be a number in [0, 1), got {smoothing!r}.")
     if cfg.monitor_mode not in ("min", "max"):
         raise UserError(f"monitor_mode must be 'min' or 'max', got {cfg.monitor_mode!r}.")
     every = cfg.get("checkpoint_every_s", 0)
@@ -86,6 +95,47 @@ def validate_config(cfg: DictConfig) -> None:
             "itself (several steps per Lightning item); raise data.batch_size for larger batches instead."
         )
     _validate_early_stopping((cfg.get("callbacks") or {}).get("early_stopping"))
+
+
+def _check_complete(cfg: DictConfig) -> None:
+    """Every `???` filled in and every `${…}` resolvable; OmegaConf would otherwise fail mid-run."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from experiments.hydra_errors import user_mistake
+
+    run_keys = [str(key) for key in cfg if key != "hydra"]  # Hydra's own node (in tests) leaves some unset
+    try:
+        OmegaConf.to_container(OmegaConf.masked_copy(cfg, run_keys), resolve=True, throw_on_missing=True)
+    except OmegaConfBaseException as err:
+        raise UserError(user_mistake(err) or str(err)) from None
+
+
+def _validate_model(net: DictConfig) -> None:
+    unknown = [str(key) for key in net if key not in choices.MODEL_KEYS]
+    if unknown:
+        raise UserError(f"model.{unknown[0]} is not a model option; the options are: "
+                        f"{', '.join(choices.MODEL_KEYS)}.")
+    _one_of("model.activation", net.activation, choices.ACTIVATIONS)
+    _one_of("model.norm", net.norm, choices.NORMS)
+    _one_of("model.init", net.init, choices.INITS)
+    hidden = net.hidden_dims if net.hidden_dims is not None else []
+    if isinstance(hidden, (str, int, float)) or not all(_is_whole(width) and width > 0 for width in hidden):
+        raise UserError(f"model.hidden_dims must be a list of positive integers, e.g. [64,32] ([] for none), "
+                        f"got {hidden!r}.")
+    if net.input_dim is not None:
+        _positive("model.input_dim", net.input_dim)
+    if not _is_number(net.dropout) or not 0.0 <= net.dropout < 1.0:
+        raise UserError(f"model.dropout must be a number in [0, 1), got {net.dropout!r}.")
+
+
+def check_monitor(monitor: str, task: str) -> None:
+    """`monitor` names a value the training module publishes for this task (checked once the data,
+    and so the task, is known; before any run is recorded)."""
+    allowed = choices.monitorable_metrics(task)
+    if monitor not in allowed:
+        raise UserError(f"monitor={monitor!r} is not a metric of a {task} task; choose one of: "
+                        f"{', '.join(allowed)}.")
 
 
 def _validate_early_stopping(stopper: Any) -> None:

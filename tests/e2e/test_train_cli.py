@@ -99,16 +99,33 @@ def test_nan_loss_fails_the_run_with_a_clear_message(tmp_path: Path, outputs: Pa
         ("model.activation=relux", "model.activation='relux' is not known; choose one of: relu, tanh"),
         ("optimizer.name=adamm", "optimizer.name='adamm' is not known"),
         ("optimizer.lr=-1", "optimizer.lr must be a positive number"),
-        ("model.dropout=1.5", "model.dropout must be in [0, 1)"),
-        ("model.hidden_dims=[10,0]", "model.hidden_dims must hold positive integers"),
+        ("model.dropout=1.5", "model.dropout must be a number in [0, 1)"),
+        ("model.hidden_dims=[10,0]", "model.hidden_dims must be a list of positive integers"),
         ("data.split.train=0.9", "data.split fractions must be"),
         ("model.input_dim=5", "model.input_dim=5 disagrees with the data, which has 8 features"),
         ("+trainer.accumulate_grad_batches=2", "trainer.accumulate_grad_batches=2 is not supported"),
+        # Mistakes Hydra itself finds while composing the config.
+        ("model.activaton=tanh", "model.activaton is not a config key (did you mean 'activation'?)"),
+        ("trainer.max_epocs=2", "trainer.max_epocs is not a config key (did you mean 'max_epochs'?)"),
+        ("model=wid", "model=wid is not known (did you mean 'wide'?); choose one of: seed_mlp, wide."),
+        ("model.hidden_dims=[64", "could not parse the override 'model.hidden_dims=[64'"),
+        ("data=csv", "data.options.path has no value; set it"),
+        # Values of the wrong kind, found before any run is recorded.
+        ("+model.activaton=tanh", "model.activaton is not a model option; the options are: input_dim,"),
+        ("model.hidden_dims=64", "model.hidden_dims must be a list of positive integers, e.g. [64,32]"),
+        ("model.dropout=abc", "model.dropout must be a number in [0, 1), got 'abc'."),
+        ("seed=abc", "seed must be a whole number, got 'abc'."),
+        ("threads=-1", "threads must be a positive whole number or 'auto', got -1."),
+        ("trainer.max_epochs=two", "trainer.max_epochs must be a positive whole number (or -1 for no limit)"),
+        ("monitor=val/los", "monitor='val/los' is not a metric of a binary task; choose one of: val/loss,"),
+        ("data=diabetes monitor=val/acc", "monitor='val/acc' is not a metric of a regression task"),
+        # A data module's own refusal, not wrapped in Hydra's instantiation error.
+        ("data=csv data.options.path=missing.csv data.options.target=y", "data.options.path: CSV file"),
     ],
 )
 def test_bad_override_gives_one_clear_line_and_logs_nothing(tmp_path: Path, outputs: Path, override: str,
                                                            expected: str) -> None:
-    result = run_cli(["train", f"paths.output_dir={outputs}", override, *FAST], cwd=tmp_path)
+    result = run_cli(["train", f"paths.output_dir={outputs}", *override.split(), *FAST], cwd=tmp_path)
     assert result.returncode == 2, result.stderr[-2000:]
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
@@ -116,6 +133,20 @@ def test_bad_override_gives_one_clear_line_and_logs_nothing(tmp_path: Path, outp
     if (outputs / "mlflow.db").exists():
         client = MlflowClient(store_uri(outputs))
         assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
+
+
+@pytest.mark.parametrize(("switches", "shows_a_bar"), [
+    ([], True),
+    (["callbacks.progress_bar=null"], False),  # Lightning used to put its own bar in its place
+    (["trainer.enable_progress_bar=false"], False),  # Lightning used to refuse this while our bar was set
+])
+def test_either_progress_switch_alone_turns_the_bar_off(tmp_path: Path, outputs: Path, switches: list[str],
+                                                         shows_a_bar: bool) -> None:
+    result = run_cli(["train", f"paths.output_dir={outputs}", "trainer.max_epochs=2", "logger=none", *switches],
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    printed = result.stdout + result.stderr
+    assert ("Epoch 1" in printed) is shows_a_bar and ("it/s" in printed) is shows_a_bar
 
 
 def test_help_and_config_errors_do_not_import_torch(tmp_path: Path) -> None:
@@ -132,7 +163,8 @@ def test_help_and_config_errors_do_not_import_torch(tmp_path: Path) -> None:
     import sys
 
     outputs = f"paths.output_dir={tmp_path / 'outputs'}"
-    for args in (["--help"], ["train", "--help"], ["train", outputs, "model.activation=nope"], ["train", "--cfg", "job"]):
+    for args in (["--help"], ["train", "--help"], ["train", outputs, "model.activation=nope"],
+                 ["train", outputs, "model.activaton=tanh"], ["train", "--cfg", "job"]):
         out = subprocess.run([sys.executable, "-c", probe, *args], check=False, cwd=tmp_path, capture_output=True,
                              text=True,
                              timeout=120)

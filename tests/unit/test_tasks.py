@@ -87,3 +87,27 @@ def test_predictor_wraps_net_with_the_task_transform() -> None:
     net = torch.nn.Linear(2, 1)
     x = torch.randn(4, 2)
     assert torch.allclose(Predictor(net, "binary")(x), torch.sigmoid(net(x)).squeeze(-1))
+
+
+@pytest.mark.parametrize(("dataset", "task"), [("seed_random", "binary"), ("iris", "multiclass"),
+                                               ("diabetes", "regression")])
+def test_every_monitor_the_config_check_allows_is_published_by_training(compose_cfg, dataset: str,
+                                                                          task: str) -> None:
+    # `monitor` is checked against choices.monitorable_metrics before a run is recorded; a name listed
+    # there but never published would pass the check and then fail in Lightning mid-run.
+    from experiments import choices
+    from experiments.train import train
+
+    metrics = train(compose_cfg([f"data={dataset}", "trainer.max_epochs=1", "logger=none", "test=false"]))
+    assert set(choices.monitorable_metrics(task)) <= set(metrics)
+    assert {name.split("/")[1] for name in metrics if name.startswith("val/")} >= set(choices.TASK_SCORES[task])
+
+
+def test_the_model_options_the_config_check_allows_are_the_builders_keywords() -> None:
+    import inspect
+
+    from experiments import choices
+    from experiments.models.mlp import build_mlp
+
+    keywords = list(inspect.signature(build_mlp).parameters)[2:]  # after input_dim and output_dim
+    assert set(choices.MODEL_KEYS) == {"input_dim", *keywords}

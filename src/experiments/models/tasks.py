@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from experiments import choices
+
 
 def task_loss(output: torch.Tensor, target: torch.Tensor, task: str, label_smoothing: float = 0.0) -> torch.Tensor:
     """Binary: BCE with logits (the seed's sigmoid + binary cross-entropy, fused for stability).
@@ -31,7 +33,7 @@ def predict(output: torch.Tensor, task: str) -> torch.Tensor:
 
 def main_metric(task: str) -> str:
     """The metric a gap is reported for besides the loss (higher is better)."""
-    return "r2" if task == "regression" else "acc"
+    return choices.MAIN_SCORE[task]
 
 
 class Predictor(nn.Module):

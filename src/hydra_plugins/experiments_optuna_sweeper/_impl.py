@@ -187,7 +187,7 @@ class OptunaSweeperImpl:
             if isinstance(error, BaseException):
                 # As Hydra does for a single run: the message, and the traceback on request only
                 # (a trial refused for a bad value should read as one sentence, not a stack).
-                full = os.environ.get("HYDRA_FULL_ERROR") == "1"
+                full = _full_errors_requested()
                 log.warning(
                     "Trial %d failed: %s: %s%s", trial.number, type(error).__name__, error,
                     "" if full else " (HYDRA_FULL_ERROR=1 shows its traceback)", exc_info=error if full else None,
@@ -225,3 +225,9 @@ def _objective_values(value: Any, n_objectives: int) -> tuple[list[float] | None
     if any(math.isnan(v) for v in floats):
         return None, f"the task returned NaN ({value!r})"
     return floats, None
+
+
+def _full_errors_requested() -> bool:
+    """HYDRA_FULL_ERROR=1 set by the user; `experiments train` also sets it (to report mistakes as one
+    sentence itself), marking that with EXPERIMENTS_ERRORS_AS_SENTENCES=1."""
+    return os.environ.get("HYDRA_FULL_ERROR") == "1" and os.environ.get("EXPERIMENTS_ERRORS_AS_SENTENCES") != "1"
