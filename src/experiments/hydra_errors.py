@@ -73,6 +73,8 @@ def user_mistake(err: BaseException) -> str | None:
     if isinstance(err, MissingMandatoryValue) or isinstance(cause, MissingMandatoryValue):
         missing = err if isinstance(err, MissingMandatoryValue) else cause
         return f"{missing.full_key} has no value; set it on the command line, e.g. {missing.full_key}=…."
+    if isinstance(err, OSError) and err.filename and err.strerror:  # e.g. an output folder it cannot create
+        return f"{err.strerror}: {err.filename!r}; paths.output_dir=… sets a writable folder for the runs."
     if isinstance(err, CompactHydraException) and not isinstance(err, ConfigCompositionException):
         return " ".join(str(err).split())  # Hydra's mark for "the message alone says it"
     if isinstance(err, OmegaConfBaseException) and getattr(err, "full_key", None):

@@ -95,6 +95,8 @@ def validate_config(cfg: DictConfig) -> None:
             "itself (several steps per Lightning item); raise data.batch_size for larger batches instead."
         )
     _validate_early_stopping((cfg.get("callbacks") or {}).get("early_stopping"))
+    if cfg.get("logger") is not None:
+        _validate_tracking_uri(cfg.logger.get("tracking_uri"))
 
 
 def _check_complete(cfg: DictConfig) -> None:
@@ -136,6 +138,19 @@ def check_monitor(monitor: str, task: str) -> None:
     if monitor not in allowed:
         raise UserError(f"monitor={monitor!r} is not a metric of a {task} task; choose one of: "
                         f"{', '.join(allowed)}.")
+
+
+# Stores MLflow's tracking client opens (the file store is refused by MLflow 3).
+_TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
+
+
+def _validate_tracking_uri(uri: Any) -> None:
+    if uri is None:
+        return
+    scheme = str(uri).split(":", 1)[0].split("+", 1)[0] if ":" in str(uri) else ""
+    if scheme not in _TRACKING_SCHEMES:
+        raise UserError(f"logger.tracking_uri={uri!r} is not a store MLflow can open; use sqlite:////abs/path.db, "
+                        "http://host:port (an `mlflow server`), or a postgresql/mysql/mssql/databricks URI.")
 
 
 def _validate_early_stopping(stopper: Any) -> None:
