@@ -81,14 +81,36 @@ class RunStateCheckpoint(pl.Callback):
             self._pending_rng = None
 
 
+def _refuse_non_checkpoint_file(file: Path) -> None:
+    """Refuse what cannot be a checkpoint before torch reads it: a file that is not a zip archive is
+    unpickled by torch's legacy loader, which fails on arbitrary bytes with any exception type."""
+    import zipfile
+
+    if file.is_dir():
+        example = next(iter(sorted(file.glob("*.ckpt"))), None)
+        hint = f", e.g. {str(example)!r}" if example else ""
+        raise UserError(f"{str(file)!r} is a directory, not a checkpoint file; pass a .ckpt file{hint}.")
+    if not file.is_file():
+        raise UserError(f"Checkpoint {str(file)!r} does not exist.")
+    if zipfile.is_zipfile(file):
+        return
+    with file.open("rb") as stream:
+        starts_as_zip = stream.read(4) == b"PK\x03\x04"
+    if starts_as_zip:  # the start of an archive without its end: an interrupted write or copy
+        raise UserError(f"Checkpoint {str(file)!r} is corrupt or not a PyTorch checkpoint (a truncated zip archive).")
+    raise UserError(
+        f"{str(file)!r} is not a checkpoint file written by `experiments train` (those are PyTorch zip archives "
+        "such as checkpoints/last.ckpt in a run dir)."
+    )
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint weights-only (no arbitrary unpickling); any problem is one clear sentence."""
     import pickle
     import zipfile
 
     file = Path(path).expanduser()
-    if not file.is_file():
-        raise UserError(f"Checkpoint {str(file)!r} does not exist.")
+    _refuse_non_checkpoint_file(file)
     try:
         checkpoint = torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
@@ -96,7 +118,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             f"Checkpoint {str(file)!r} holds Python objects beyond tensors and plain values, so it was not "
             "written by `experiments train`; it is not unpickled, for safety."
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
+    # A damaged pickle inside the archive stops the unpickler anywhere: an empty stack, an unknown memo key.
+    except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError, zipfile.BadZipFile) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise UserError(f"Checkpoint {str(file)!r} is corrupt or not a PyTorch checkpoint ({reason}).") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -103,10 +104,18 @@ def test_bad_checkpoints_and_unknown_runs_are_one_clear_line(trained: dict, tmp_
     torch.save({"state_dict": {}, "extra": Path("not a tensor")}, pickled)
     untracked = tmp_path / "plain.ckpt"
     torch.save({"state_dict": {"layer.weight": torch.zeros(2, 2)}}, untracked)
+    damaged = tmp_path / "damaged.ckpt"  # a zip archive whose pickle is not one
+    with zipfile.ZipFile(damaged, "w") as archive:
+        archive.writestr("damaged/data.pkl", "a,b\n1,2\n")
     other_store = tmp_path / "other"
     prepare_experiment(store_uri(other_store), "csv")
     run_id = trained["run"].info.run_id
+    checkpoints = trained["best"].parent
     cases = {
+        f"ckpt_path={trained['csv']}":
+            f"{str(trained['csv'])!r} is not a checkpoint file written by `experiments train` (those are PyTorch zip",
+        f"ckpt_path={checkpoints}": f"{str(checkpoints)!r} is a directory, not a checkpoint file; pass a .ckpt file",
+        f"ckpt_path={damaged}": f"Checkpoint {str(damaged)!r} is corrupt or not a PyTorch checkpoint",
         f"ckpt_path={corrupt}": f"Checkpoint {str(corrupt)!r} is corrupt or not a PyTorch checkpoint",
         f"ckpt_path={pickled}": "holds Python objects beyond tensors and plain values",
         f"ckpt_path={untracked}": "carries no run config (it was not written by `experiments train`)",
@@ -119,6 +128,7 @@ def test_bad_checkpoints_and_unknown_runs_are_one_clear_line(trained: dict, tmp_
         "model=x": "experiments eval takes key=value arguments with keys run_id, ckpt_path",
     }
     home = f"tracking_uri={store_uri(trained['outputs'])}"  # never the project's own store
+    evaluations = len(_eval_runs(trained["outputs"]))
     for args, expected in cases.items():
         if "tracking_uri=" not in args and args != "model=x":
             args = f"{args} {home}"
@@ -126,6 +136,7 @@ def test_bad_checkpoints_and_unknown_runs_are_one_clear_line(trained: dict, tmp_
         assert code == 2, (args, err)
         assert expected in err, (args, err)
         assert len(err.strip().splitlines()) == 1, (args, err)
+    assert len(_eval_runs(trained["outputs"])) == evaluations  # a refusal logs no eval run
 
 
 def test_resume_and_ckpt_path_refuse_what_cannot_continue(trained: dict, tmp_path: Path) -> None:
