@@ -165,7 +165,7 @@ def csv_split(datamodule: Any, config: DictConfig, path: str, target: str | None
     file = Path(path).expanduser()
     columns = list(pd.read_csv(file, nrows=0).columns) if file.is_file() else []
     # The run's feature columns by name when the CSV has them all, else every column but the target.
-    x, y, _ = load_csv(path, target, names if all(n in columns for n in names) else None)
+    x, y, _ = load_csv(path, target, names if all(n in columns for n in names) else None, setting="csv")
     if x.shape[1] != datamodule.input_dim:
         raise UserError(
             f"CSV {Path(path).name!r} has {x.shape[1]} feature columns, the model takes {datamodule.input_dim} "
@@ -272,6 +272,10 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 0
     args = parse_args(argv)
+    if "csv" in args:  # before the model loads: a mistyped path is refused at once
+        from experiments.data.sources import csv_file
+
+        csv_file(args["csv"], "csv")
     source = load_source(args)
     metrics, data_label, n_rows = evaluate(source, args.get("csv"), args.get("target"))
     eval_run_id, _ = log_evaluation(source, metrics, data_label, n_rows)

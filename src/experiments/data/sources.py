@@ -106,12 +106,21 @@ def _encode_targets(targets: np.ndarray, task: str) -> np.ndarray:
     return encoded.astype(np.int64)
 
 
-def load_csv(path: str, target: str, features: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+def csv_file(path: str, setting: str = "data.options.path") -> Path:
+    """The file `path` names, refused in the words the user typed (`setting=path`) unless it is one."""
+    file = Path(path).expanduser()
+    if file.is_dir():
+        raise UserError(f"{setting}={path}: that is a directory, not a CSV file.")
+    if not file.is_file():
+        raise UserError(f"{setting}={path}: CSV file {str(file)!r} does not exist.")
+    return file
+
+
+def load_csv(path: str, target: str, features: Sequence[str] | None = None,
+             setting: str = "data.options.path") -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     import pandas as pd
 
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise UserError(f"data.options.path: CSV file {str(file)!r} does not exist.")
+    file = csv_file(path, setting)
     try:
         frame = pd.read_csv(file)
     except Exception as err:  # noqa: BLE001 - pandas raises many parser types; the user needs the file and why
