@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.errors import UserError
 from experiments.paths import project_root
-from experiments.tracking.lookup import find_run, open_store, recorded_config, run_label
+from experiments.tracking.lookup import find_run, find_trained_run, open_store, recorded_config, run_label
 from experiments.tracking.store import prepare_experiment, resolve_tracking_uri
 
 KEYS = ("run_id", "ckpt_path", "csv", "target", "tracking_uri")
@@ -67,7 +67,7 @@ def load_source(args: dict[str, str]) -> Source:
     if "run_id" in args:
         uri = store_uri(args.get("tracking_uri"))
         client = open_store(uri)
-        run = find_run(client, args["run_id"], uri)
+        run = find_trained_run(client, args["run_id"], uri, "evaluate")
         return Source(recorded_config(client, run), uri, run, None, f"model of run {run_label(run)}")
 
     from experiments.checkpoints import read_checkpoint, run_record

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.errors import UserError
 from experiments.paths import project_root
-from experiments.tracking.lookup import find_run, open_store, recorded_config, recorded_diff
+from experiments.tracking.lookup import find_trained_run, open_store, recorded_config, recorded_diff
 from experiments.tracking.store import resolve_tracking_uri
 
 REPRODUCES_TAG = "reproduces"
@@ -166,7 +166,7 @@ def main(argv: list[str]) -> int:
 
     uri = resolve_tracking_uri(args.tracking_uri, project_root() / "outputs")
     client = open_store(uri)
-    run = find_run(client, args.run_id, uri)
+    run = find_trained_run(client, args.run_id, uri, "reproduce")
     recorded = recorded_config(client, run)
     cfg = reproduction_config(recorded, run, uri, _output_dir(args.output_dir, recorded))
 

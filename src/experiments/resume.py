@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.errors import UserError
 from experiments.paths import project_root
-from experiments.tracking.lookup import find_run, open_store, recorded_config
+from experiments.tracking.lookup import find_run, find_trained_run, open_store, recorded_config
 from experiments.tracking.store import default_tracking_uri, resolve_tracking_uri
 
 # Overrides a continued run takes from today's command line: where the store is, and console settings.
@@ -133,7 +133,7 @@ def prepare_continuation(cfg: DictConfig) -> DictConfig:
             ) from None
     else:
         client = open_store(uri)
-        run = find_run(client, resume, uri)
+        run = find_trained_run(client, resume, uri, "resume")
     if run.info.status == "FINISHED":
         raise UserError(
             f"MLflow run {resume} finished; there is nothing to resume. Rerun it with `experiments reproduce {resume}`."

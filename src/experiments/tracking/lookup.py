@@ -15,6 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.errors import UserError
 from experiments.tracking.store import sqlite_path
+from experiments.tracking.sweep_job import ROLE_TAG
+from experiments.tracking.sweep_summary import search_children
 
 CONFIG_ARTIFACT = "config/config.yaml"
 RUN_DIR_TAG = "run_dir"
@@ -47,6 +49,35 @@ def find_run(client: Any, run_id: str, uri: str) -> Any:
             f"MLflow run {run_id!r} is not in the store {uri}; check the id, or point --tracking-uri "
             "(or logger.tracking_uri) at the store it was logged to."
         ) from None
+
+
+def find_trained_run(client: Any, run_id: str, uri: str, action: str) -> Any:
+    """`find_run` for a run to `action` (reproduce, evaluate, resume): a sweep's parent run trained
+    nothing itself, so it is refused with one of its child runs to use instead."""
+    run = find_run(client, run_id, uri)
+    if run.data.tags.get(ROLE_TAG) == "parent":
+        raise UserError(_sweep_parent_refusal(run, uri, action))
+    return run
+
+
+def _sweep_parent_refusal(parent: Any, uri: str, action: str) -> str:
+    about = f"MLflow run {parent.info.run_id} is the parent run of a sweep"
+    children = search_children(uri, parent.info.experiment_id, parent.info.run_id)
+    if not children:
+        return f"{about} and has no child runs; there is nothing to {action}."
+    # A finished child has everything to reproduce or evaluate; only an unfinished one can be resumed.
+    if action != "resume":
+        finished = [c for c in children if c.info.status == "FINISHED"]
+        example = run_label((finished or children)[0])
+        if len(children) == 1:
+            return f"{about}; {action} its child run {example} instead."
+        return f"{about}; {action} one of its {len(children)} child runs, e.g. {example}."
+    unfinished = [c for c in children if c.info.status != "FINISHED"]
+    if not unfinished:
+        return (f"{about} whose child runs all finished, so there is nothing to resume; "
+                f"rerun one with `experiments reproduce {children[0].info.run_id}`.")
+    return (f"{about}; resume one of its unfinished child runs ({len(unfinished)} of {len(children)}), "
+            f"e.g. {run_label(unfinished[0])}.")
 
 
 def recorded_config(client: Any, run: Any) -> DictConfig:
