@@ -3,13 +3,33 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import shutil
+import socket
 import subprocess
 import sys
 
+from experiments.errors import UserError
 from experiments.paths import project_root
 from experiments.tracking.store import artifact_root_for, resolve_tracking_uri, ui_url
+
+
+def refuse_busy_port(host: str, port: int) -> None:
+    """Bind the address the server will listen on, and let it go: the server itself would print its
+    bind error and still exit 0 after this command has shown the URL of whatever else holds the port."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        # As the server will: a port left in TIME_WAIT by a server that just stopped counts as free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                raise UserError(
+                    f"port {port} on {host} is in use (another MLflow UI?); pick another with --port N."
+                ) from None
+            raise UserError(f"cannot listen on port {port} of {host} ({err.strerror}); pick another "
+                            "--host or --port N.") from None
 
 
 def main(argv: list[str]) -> int:
@@ -24,6 +44,9 @@ def main(argv: list[str]) -> int:
     if uri.startswith("http"):
         print(f"The tracking store is a server already: {uri}")
         return 0
+    if not 0 < args.port < 65536:
+        raise UserError(f"--port {args.port} is not a TCP port; pick one from 1 to 65535.")
+    refuse_busy_port(args.host, args.port)
     mlflow_bin = shutil.which("mlflow", path=os.path.dirname(sys.executable)) or shutil.which("mlflow")
     command = [mlflow_bin or "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port),
                "--workers", str(args.workers)]
