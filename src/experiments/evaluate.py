@@ -22,7 +22,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.errors import UserError
+from experiments.errors import UserError, instantiated
 from experiments.paths import project_root
 from experiments.tracking.lookup import find_run, find_trained_run, open_store, recorded_config, run_label
 from experiments.tracking.store import prepare_experiment, resolve_tracking_uri
@@ -200,7 +200,6 @@ def evaluate(source: Source, csv: str | None, target: str | None) -> tuple[dict[
     import_torchmetrics()
     import lightning.pytorch as pl
     import torch
-    from hydra.utils import instantiate
     from torch.utils.data import TensorDataset
 
     from experiments.data.loader import batch_loader
@@ -210,7 +209,7 @@ def evaluate(source: Source, csv: str | None, target: str | None) -> tuple[dict[
     quiet_lightning_warnings()
     cfg = source.config
     pl.seed_everything(int(cfg.get("seed", 0)), workers=True, verbose=False)
-    datamodule = instantiate(cfg.data, _convert_="all")
+    datamodule = instantiated(cfg.data, _convert_="all")  # e.g. the recorded CSV is gone: one sentence
     module = build_module(source, datamodule)
     if csv:
         x, y = csv_split(datamodule, cfg, csv, target)

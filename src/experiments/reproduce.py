@@ -105,9 +105,9 @@ def _output_dir(requested: str | None, recorded: DictConfig) -> Path:
 
 
 def _data_fingerprint(cfg: DictConfig) -> str:
-    from hydra.utils import instantiate
+    from experiments.errors import instantiated
 
-    return str(instantiate(cfg.data, _convert_="all").fingerprint)
+    return str(instantiated(cfg.data, _convert_="all").fingerprint)
 
 
 def print_comparison(comparison: Comparison, run: Any, new_run_id: str) -> None:

@@ -122,7 +122,8 @@ def test_nan_loss_fails_the_run_with_a_clear_message(tmp_path: Path, outputs: Pa
         ("logger.tracking_uri=htp://localhost:5000", "logger.tracking_uri='htp://localhost:5000' is not a store"),
         ("paths.output_dir=/proc/nope", "No such file or directory: '/proc/nope'; paths.output_dir=… sets"),
         # A data module's own refusal, not wrapped in Hydra's instantiation error.
-        ("data=csv data.options.path=missing.csv data.options.target=y", "data.options.path: CSV file"),
+        ("data=csv data.options.path=missing.csv data.options.target=y",
+         "data.options.path=missing.csv: CSV file 'missing.csv' does not exist."),
     ],
 )
 def test_bad_override_gives_one_clear_line_and_logs_nothing(tmp_path: Path, outputs: Path, override: str,
