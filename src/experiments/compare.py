@@ -17,6 +17,7 @@ from experiments.paths import project_root
 from experiments.tracking.store import resolve_tracking_uri
 
 REPORT_ARTIFACT_PATH = "report"
+DEFAULT_BASELINE = "baseline"  # the study's name for its unfixed runs
 
 
 @dataclass
@@ -37,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--filter", "-f", dest="filter_string",
                         help="MLflow filter string, e.g. \"tags.study = 'abc'\" or \"params.model.dropout = '0.5'\"")
     parser.add_argument("--group-by", default="fix", help="run tag that names the fix (default: fix)")
-    parser.add_argument("--baseline", default="baseline", help="the group every other is compared with")
+    parser.add_argument("--baseline", default=None,
+                        help=f"the group every other is compared with (default: {DEFAULT_BASELINE}, "
+                             "when there is one)")
     parser.add_argument("--output", "-o", type=Path, default=None,
                         help="report folder (default: outputs/reports/<experiment or parent>-<time>)")
     parser.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or outputs/mlflow.db")
@@ -56,7 +59,7 @@ def main(argv: list[str]) -> int:
 
 
 def compare(uri: str, *, experiment: str | None = None, parent: str | None = None, filter_string: str | None = None,
-            group_by: str = "fix", baseline: str = "baseline", output_dir: Path | None = None,
+            group_by: str = "fix", baseline: str | None = None, output_dir: Path | None = None,
             title: str | None = None, log_to_parent: bool = True, intro: list[str] | None = None) -> CompareResult:
     from experiments.report.plots import plot_gap_bars, plot_val_curves
     from experiments.report.render import print_table, write_group_csv, write_markdown, write_runs_csv
@@ -67,16 +70,17 @@ def compare(uri: str, *, experiment: str | None = None, parent: str | None = Non
     selection = select_runs(client, uri, experiment, parent, filter_string)
     main = main_metric_of(selection.runs)
     records, notes = to_records(client, selection.runs, group_by, (*CURVE_KEYS, f"val/{main}", f"train/{main}", f"gap/{main}"))
-    groups = {r.group for r in records}
-    if baseline not in groups:
-        notes.append(f"No {group_by}={baseline!r} runs: no differences to a baseline (pass --baseline).")
-    rows = build_rows(records, main, baseline if baseline in groups else None)
+    groups = sorted({r.group for r in records})
+    base = chosen_baseline(baseline, groups, group_by)  # before anything is written: a wrong name writes none
+    if base is None:
+        notes.append(f"No {group_by}={DEFAULT_BASELINE!r} runs: no differences to a baseline; "
+                     f"pass --baseline with one of: {', '.join(groups)}.")
+    rows = build_rows(records, main, base)
     qs = quantities(main)
 
     title = title or f"Overfitting fixes compared: {selection.label}"
     out = output_dir or project_root() / "outputs" / "reports" / f"{selection.label}-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
-    base = baseline if baseline in groups else None
     curves = plot_val_curves(rows, base, out / "val_curves.png")
     bars = plot_gap_bars(rows, base, out / "gap_bars.png")
     seeds = sorted({r.seed for r in records})
@@ -97,6 +101,17 @@ def compare(uri: str, *, experiment: str | None = None, parent: str | None = Non
             client.log_artifact(selection.parent_run_id, str(file), REPORT_ARTIFACT_PATH)
         print(f"Logged to the sweep parent run {selection.parent_run_id} under {REPORT_ARTIFACT_PATH}/")
     return CompareResult(out, files, selection.parent_run_id)
+
+
+def chosen_baseline(baseline: str | None, groups: list[str], group_by: str) -> str | None:
+    """The group the others are compared with. The default may be missing (the report then shows no
+    differences); a group the user named must exist, or the report would silently compare nothing."""
+    if baseline is None:
+        return DEFAULT_BASELINE if DEFAULT_BASELINE in groups else None
+    if baseline not in groups:
+        raise UserError(f"--baseline {baseline} matches no {group_by} group; "
+                        f"the groups are: {', '.join(groups)}.")
+    return baseline
 
 
 if __name__ == "__main__":  # pragma: no cover

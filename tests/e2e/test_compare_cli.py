@@ -1,0 +1,81 @@
+"""`experiments compare` on a small real sweep: what a user sees when the baseline they ask for is not
+there. Real `experiments` processes, a real sqlite MLflow store."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import FAST, run_cli, store_uri
+
+pytestmark = pytest.mark.e2e
+
+# One epoch, no model artifact: the runs only need to exist with their tags and a few metrics.
+QUICK = [*FAST, "trainer.max_epochs=1", "logger.log_model=false"]
+
+
+@dataclass
+class Store:
+    outputs: Path
+    client: MlflowClient
+
+    @property
+    def uri(self) -> str:
+        return store_uri(self.outputs)
+
+    def parent_of(self, experiment: str) -> str:
+        experiment_id = self.client.get_experiment_by_name(experiment).experiment_id
+        parents = self.client.search_runs([experiment_id], "tags.`sweep.role` = 'parent'")
+        assert len(parents) == 1
+        return parents[0].info.run_id
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    """Experiment `overfitting`: fix groups baseline, dropout, l2 (one seed)."""
+    root = tmp_path_factory.mktemp("compare")
+    outputs = root / "outputs"
+    # The sweep parent opens before a preset applies, so the experiment is named here (as `study` does).
+    fixes = run_cli(["train", "-m", f"paths.output_dir={outputs}", *QUICK, "seed=1",
+                     "logger.experiment_name=overfitting",
+                     "experiment=overfitting/baseline,overfitting/dropout,overfitting/l2"], cwd=root)
+    assert fixes.returncode == 0, fixes.stderr[-3000:]
+    return Store(outputs, MlflowClient(store_uri(outputs)))
+
+
+def compare(store: Store, cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return run_cli(["compare", "--tracking-uri", store.uri, *args], cwd=cwd)
+
+
+def test_a_baseline_that_names_no_group_is_one_line_and_writes_nothing(store: Store, tmp_path: Path) -> None:
+    report = tmp_path / "report"
+    result = compare(store, tmp_path, "--experiment", "overfitting", "--baseline", "base",
+                     "--output", str(report))
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    assert result.stderr.strip().splitlines() == [
+        "error: --baseline base matches no fix group; the groups are: baseline, dropout, l2."]
+    assert not report.exists()
+    assert store.client.list_artifacts(store.parent_of("overfitting"), "report") == []
+
+
+def test_a_named_baseline_is_the_one_every_group_is_compared_with(store: Store, tmp_path: Path) -> None:
+    report = tmp_path / "report"
+    result = compare(store, tmp_path, "--experiment", "overfitting", "--baseline", "dropout", "--output",
+                     str(report), "--no-log")
+    assert result.returncode == 0, result.stderr[-2000:]
+    with (report / "report.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows[0]["fix"] == "dropout"  # the baseline row comes first
+    assert "No fix=" not in result.stdout
+
+
+def test_without_the_default_baseline_the_note_names_the_groups(store: Store, tmp_path: Path) -> None:
+    result = compare(store, tmp_path, "--experiment", "overfitting", "--filter", "tags.fix != 'baseline'",
+                     "--output", str(tmp_path / "report"), "--no-log")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "pass --baseline with one of: dropout, l2." in result.stdout
