@@ -1,5 +1,5 @@
-"""`experiments compare` on a small real sweep: what a user sees when the baseline they ask for is not
-there. Real `experiments` processes, a real sqlite MLflow store."""
+"""`experiments compare` on small real sweeps: what a user sees when the groups or the baseline they ask
+for are not there. Real `experiments` processes, a real sqlite MLflow store."""
 
 from __future__ import annotations
 
@@ -37,7 +37,8 @@ class Store:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
-    """Experiment `overfitting`: fix groups baseline, dropout, l2 (one seed)."""
+    """Experiment `overfitting`: fix groups baseline, dropout, l2 (one seed). Experiment `plain`: four runs
+    with no `fix` tag, split by a `team` tag."""
     root = tmp_path_factory.mktemp("compare")
     outputs = root / "outputs"
     # The sweep parent opens before a preset applies, so the experiment is named here (as `study` does).
@@ -45,6 +46,9 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
                      "logger.experiment_name=overfitting",
                      "experiment=overfitting/baseline,overfitting/dropout,overfitting/l2"], cwd=root)
     assert fixes.returncode == 0, fixes.stderr[-3000:]
+    plain = run_cli(["train", "-m", f"paths.output_dir={outputs}", *QUICK, "logger.experiment_name=plain",
+                     "data.options.n_samples=300", "seed=1,2", "+tags.team=red,blue"], cwd=root)
+    assert plain.returncode == 0, plain.stderr[-3000:]
     return Store(outputs, MlflowClient(store_uri(outputs)))
 
 
@@ -79,3 +83,22 @@ def test_without_the_default_baseline_the_note_names_the_groups(store: Store, tm
                      "--output", str(tmp_path / "report"), "--no-log")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "pass --baseline with one of: dropout, l2." in result.stdout
+
+
+def test_runs_without_the_group_tag_are_told_the_tags_they_do_have(store: Store, tmp_path: Path) -> None:
+    report = tmp_path / "report"
+    result = compare(store, tmp_path, "--experiment", "plain", "--output", str(report))
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert lines[0] == ("error: None of the 4 runs has a 'fix' tag to group by; pass --group-by with one of "
+                        "their tags that splits them into groups: team.")
+    assert not report.exists()
+
+
+def test_grouping_by_a_suggested_tag_works(store: Store, tmp_path: Path) -> None:
+    result = compare(store, tmp_path, "--experiment", "plain", "--group-by", "team", "--baseline", "red",
+                     "--output", str(tmp_path / "report"), "--no-log")
+    assert result.returncode == 0, result.stderr[-2000:]
+    with (tmp_path / "report" / "report.csv").open() as handle:
+        assert next(csv.DictReader(handle))["fix"] == "red"  # the baseline row comes first

@@ -107,13 +107,36 @@ def select_runs(client: Any, uri: str, experiment: str | None, parent: str | Non
     return Selection(runs, parent_run_id, label, experiment_ids)
 
 
+def group_by_hint(runs: list[Any], shown: int = 8) -> str:
+    """Which --group-by would work: the runs' own tags (not MLflow's) that split them into groups of
+    several runs, as a fix tag does; per-run tags (run_dir) or shared ones (env.*) group nothing."""
+    values: dict[str, set[str]] = {}
+    counts: dict[str, int] = {}
+    for run in runs:
+        for key, value in run.data.tags.items():
+            if not key.startswith("mlflow."):
+                values.setdefault(key, set()).add(value)
+                counts[key] = counts.get(key, 0) + 1
+    if not values:
+        return "they have no tags of their own; tag them when training, e.g. +tags.fix=NAME"
+    grouping = sorted(key for key in values if 1 < len(values[key]) < counts[key])
+    if grouping:
+        more = f" (+{len(grouping) - shown} more)" if len(grouping) > shown else ""
+        return ("pass --group-by with one of their tags that splits them into groups: "
+                f"{', '.join(grouping[:shown])}{more}")
+    names = sorted(values)
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return (f"none of their tags ({', '.join(names[:shown])}{more}) splits them into groups; "
+            "tag them when training, e.g. +tags.fix=NAME")
+
+
 def to_records(client: Any, runs: list[Any], group_by: str, curve_keys: tuple[str, ...]) -> tuple[list[RunRecord], list[str]]:
     """Runs grouped by tag `group_by`, one per (group, seed) — the newest wins; notes say what was left out."""
     notes: list[str] = []
     untagged = [r for r in runs if group_by not in r.data.tags]
     if untagged and len(untagged) == len(runs):
         raise UserError(f"None of the {len(runs)} runs has a {group_by!r} tag to group by; "
-                        "pass --group-by with a tag they have (e.g. fix).")
+                        f"{group_by_hint(runs)}.")
     if untagged:
         notes.append(f"{len(untagged)} run(s) without a {group_by!r} tag left out.")
     newest: dict[tuple[str, str], Any] = {}
