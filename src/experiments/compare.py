@@ -30,7 +30,7 @@ class CompareResult:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="experiments compare",
-        description="Compare fixes across seeds from MLflow: a table (mean ± std, 95%% CI, paired difference "
+        description="Compare fixes across seeds from MLflow: a table (mean ± std, 95% CI, paired difference "
                     "to the baseline), Markdown, CSV and PNGs.",
     )
     parser.add_argument("--experiment", "-e", help="MLflow experiment name, e.g. overfitting")

@@ -1,5 +1,5 @@
 """`experiments compare` on small real sweeps: what a user sees when the groups or the baseline they ask
-for are not there. Real `experiments` processes, a real sqlite MLflow store."""
+for are not there, and the help text. Real `experiments` processes, a real sqlite MLflow store."""
 
 from __future__ import annotations
 
@@ -102,3 +102,9 @@ def test_grouping_by_a_suggested_tag_works(store: Store, tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr[-2000:]
     with (tmp_path / "report" / "report.csv").open() as handle:
         assert next(csv.DictReader(handle))["fix"] == "red"  # the baseline row comes first
+
+
+def test_help_shows_plain_percent_signs(tmp_path: Path) -> None:
+    result = run_cli(["compare", "--help"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "95% CI" in result.stdout and "%%" not in result.stdout
