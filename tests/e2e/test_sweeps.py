@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
 from experiments.paths import project_root
-from tests.conftest import FAST, parent_and_children, run_cli
+from tests.conftest import FAST, parent_and_children, run_cli, store_uri
 
 pytestmark = pytest.mark.e2e
 
@@ -68,6 +69,36 @@ def test_a_failing_job_ends_the_parent_failed_never_running(tmp_path: Path, outp
     assert parent.data.metrics["sweep/failed_jobs"] == 1 and parent.data.metrics["sweep/jobs"] == 2
     assert "model.activation=relux" in parent.data.tags["mlflow.note.content"]
     assert [(c.data.params["model.activation"], c.info.status) for c in children] == [("relu", "FINISHED")]
+
+
+def _all_runs(outputs: Path, view: int = ViewType.ACTIVE_ONLY) -> list[Any]:
+    client = MlflowClient(store_uri(outputs))
+    return client.search_runs([e.experiment_id for e in client.search_experiments()], run_view_type=view)
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    (["model.activaton=relu,tanh"], "Could not override 'model.activaton'"),  # Hydra fails composing each job
+    (["model.activation=relux,reluy"], "model.activation='relux' is not known"),  # each fails before its run
+])
+def test_a_sweep_whose_jobs_all_fail_before_a_run_leaves_no_parent_run(
+        tmp_path: Path, outputs: Path, overrides: list[str], expected: str) -> None:
+    result = sweep(outputs, tmp_path, *overrides)
+    assert result.returncode != 0
+    assert expected in result.stderr + result.stdout
+    assert _all_runs(outputs) == []
+    assert [r.data.tags["sweep.role"] for r in _all_runs(outputs, ViewType.DELETED_ONLY)] == ["parent"]
+
+
+def test_a_named_sweep_keeps_its_parent_when_a_later_invocation_fails_to_start(tmp_path: Path,
+                                                                               outputs: Path) -> None:
+    first = sweep(outputs, tmp_path, "sweep_name=kept", "seed=1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    failed = sweep(outputs, tmp_path, "sweep_name=kept", "model.activaton=relu,tanh")
+    assert failed.returncode != 0
+
+    _, parent, children = parent_and_children(outputs)
+    assert parent.info.status == "FAILED" and parent.data.tags["sweep.name"] == "kept"
+    assert [c.info.status for c in children] == ["FINISHED"]
 
 
 def test_skip_finished_without_a_sweep_name_is_one_clear_error(tmp_path: Path, outputs: Path) -> None:

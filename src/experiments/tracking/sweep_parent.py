@@ -8,7 +8,9 @@ parent, so extending it, resuming it, or running several workers of one study gr
 
 Hydra calls `on_multirun_end` only when the sweeper returns; when it raises (Hydra's basic sweeper
 raises the first failed job's error) or the process gets SIGTERM/Ctrl-C, an atexit hook closes the
-parent as FAILED instead, so it is never left RUNNING by a sweep that stopped.
+parent as FAILED instead, so it is never left RUNNING by a sweep that stopped. A sweep that failed
+before any job opened a run (a misspelled override fails every job) deletes the parent it created
+rather than leave an empty FAILED run behind.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from experiments.tracking.sweep_description import (
 )
 from experiments.tracking.sweep_job import (
     NAME_TAG,
+    PARENT_TAG,
     ROLE_TAG,
     SWEEP_TAG,
     SweepLink,
@@ -45,6 +48,10 @@ from experiments.tracking.sweep_job import (
     read_job_records,
     record_job,
 )
+
+# The latest invocation that opened the parent: a named sweep's or Optuna study's parent may be joined
+# by another worker, and the one that created it must then not delete it.
+INVOCATION_TAG = "sweep.invocation"
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,7 @@ class OpenSweep:
     invocation: str
     metric: str
     mode: str
+    created: bool  # this invocation created the parent (else it reopened an existing one)
 
 
 class SweepParentCallback(Callback):
@@ -192,6 +200,7 @@ def open_sweep_parent_run(config: DictConfig, invocation: str) -> OpenSweep:
     with _store_lock(uri):
         run_id, reopened = _find_or_create_parent(client, experiment_id, identity,
                                                   parent_name(config, identity, sweep_dir), tags)
+        client.set_tag(run_id, INVOCATION_TAG, invocation)  # under the lock: see _delete_empty_parent
     # A reopened parent shows the latest invocation's command line and search space.
     client.log_batch(run_id, tags=[RunTag(k, v) for k, v in {**tags, SWEEP_TAG: run_id}.items()])
     link = SweepLink(tracking_uri=uri, experiment_id=experiment_id, experiment_name=experiment_name,
@@ -200,7 +209,7 @@ def open_sweep_parent_run(config: DictConfig, invocation: str) -> OpenSweep:
     state = "continued" if reopened else "new"
     print(f"Sweep parent run: {run_id} ({state}, experiment {experiment_name!r})", flush=True)
     return OpenSweep(link=link, sweep_dir=sweep_dir, invocation=invocation,
-                     metric=objective_names(config)[0], mode=objective_mode(config))
+                     metric=objective_names(config)[0], mode=objective_mode(config), created=not reopened)
 
 
 def _summary_artifacts(sweep_dir: str) -> list[tuple[Path, str]]:
@@ -231,6 +240,10 @@ def close_sweep_parent_run(opened: OpenSweep, stopped: str | None = None) -> Non
         if reason is None and summary.failed_jobs:
             reason = f"{summary.failed_jobs} of {summary.jobs} jobs failed."
         status = "FAILED" if reason else "FINISHED"
+        if status == "FAILED" and summary.children == 0 and _delete_empty_parent(opened):
+            print(f"Sweep parent run {link.parent_run_id} deleted: the sweep failed before any job opened "
+                  "a run.", flush=True)
+            return
         record_summary(link.tracking_uri, link.parent_run_id, summary, status, reason,
                        _summary_artifacts(opened.sweep_dir))
         print(f"Sweep parent run {link.parent_run_id} {status}: {summary.headline()}.", flush=True)
@@ -243,3 +256,27 @@ def close_sweep_parent_run(opened: OpenSweep, stopped: str | None = None) -> Non
             MlflowClient(link.tracking_uri).set_terminated(link.parent_run_id, status)
         except Exception as again:  # noqa: BLE001
             print(f"warning: parent run {link.parent_run_id} may be left RUNNING: {again}", file=sys.stderr)
+
+
+def _delete_empty_parent(opened: OpenSweep) -> bool:
+    """Delete the parent when this invocation created it and no child run was ever attached (deleted
+    children count too): an empty FAILED run only clutters the experiment. A parent that another
+    invocation has reopened since (same sweep_name or Optuna study) is kept, as its jobs may be about to
+    attach; on a sqlite store the lock makes that check and the delete one step. True when deleted."""
+    from mlflow.entities import ViewType
+    from mlflow.tracking import MlflowClient
+
+    link = opened.link
+    if not opened.created:
+        return False
+    client = MlflowClient(link.tracking_uri)
+    with _store_lock(link.tracking_uri):
+        if client.get_run(link.parent_run_id).data.tags.get(INVOCATION_TAG) != opened.invocation:
+            return False
+        children = f"tags.`{PARENT_TAG}` = '{link.parent_run_id}'"
+        if client.search_runs([link.experiment_id], filter_string=children, run_view_type=ViewType.ALL,
+                              max_results=1):
+            return False
+        client.set_terminated(link.parent_run_id, "FAILED")  # a restored run shows how it ended
+        client.delete_run(link.parent_run_id)
+    return True
