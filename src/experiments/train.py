@@ -265,6 +265,28 @@ def main(cfg: DictConfig) -> Any:
     except (UserError, TrainingFailed) as err:
         if multirun and not getattr(err, "stops_sweep", False):  # the sweeper records a failed job, goes on
             raise
+        if isinstance(err, UserError) and not multirun:
+            _discard_unused_run_dir(cfg)
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2 if isinstance(err, UserError) else 1)
     return objective_value(metrics, cfg)
+
+
+def _discard_unused_run_dir(cfg: DictConfig) -> None:
+    """A run refused before it started leaves no folder: Hydra's one for it holds only its `.hydra` record.
+    Folders emptied by that go too, up to (not including) `paths.output_dir`."""
+    import shutil
+    from pathlib import Path
+
+    from hydra.core.hydra_config import HydraConfig
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if not run_dir.is_dir() or {entry.name for entry in run_dir.iterdir()} - {".hydra"}:
+        return
+    shutil.rmtree(run_dir)
+    configured = OmegaConf.select(cfg, "paths.output_dir", default=None, throw_on_resolution_failure=False)
+    output_dir = Path(str(configured or run_dir.parent)).resolve()
+    for folder in run_dir.resolve().parents:
+        if folder == output_dir or output_dir not in folder.parents or any(folder.iterdir()):
+            break
+        folder.rmdir()

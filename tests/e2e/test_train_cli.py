@@ -133,6 +133,7 @@ def test_bad_override_gives_one_clear_line_and_logs_nothing(tmp_path: Path, outp
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+    assert not (outputs / "runs").exists()  # not even Hydra's folder for a run that never started
     if (outputs / "mlflow.db").exists():
         client = MlflowClient(store_uri(outputs))
         assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
