@@ -105,6 +105,9 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
+    except BrokenPipeError:  # the reader went away (`experiments train --help | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush has nowhere to fail
+        sys.exit(1)
     if argv is None:  # the process's own entry point (console script, python -m), not a caller's function call
         _exit_fast(code)
     sys.exit(code)

@@ -175,6 +175,19 @@ def test_help_and_config_errors_do_not_import_torch(tmp_path: Path) -> None:
         assert "TORCH_FREE" in out.stderr, (args, out.stderr[-2000:])
 
 
+def test_help_piped_into_a_reader_that_stops_early_ends_quietly(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    # As `experiments train --help | head -1`: the reader closes the pipe after its first line.
+    process = subprocess.Popen([sys.executable, "-m", "experiments", "train", "--help"], cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+    assert process.stdout is not None and process.stdout.readline().strip()
+    process.stdout.close()
+    _, stderr = process.communicate(timeout=120)
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr[-2000:]
+
+
 def test_shell_completion_completes_config_keys(tmp_path: Path) -> None:
     install = run_cli(["train", "--shell-completion", "install=bash"], cwd=tmp_path)
     assert install.returncode == 0 and "hydra_bash_completion" in install.stdout
