@@ -66,7 +66,7 @@ def store_uri(explicit: str | None, recorded: str | None = None) -> str:
 def load_source(args: dict[str, str]) -> Source:
     if "run_id" in args:
         uri = store_uri(args.get("tracking_uri"))
-        client = open_store(uri)
+        client = open_store(uri, "evaluate")
         run = find_trained_run(client, args["run_id"], uri, "evaluate")
         return Source(recorded_config(client, run), uri, run, None, f"model of run {run_label(run)}")
 
@@ -85,9 +85,9 @@ def load_source(args: dict[str, str]) -> Source:
     uri = store_uri(args.get("tracking_uri"), record.get("tracking_uri"))
     run = None
     if record.get("mlflow_run_id"):
-        client = open_store(uri)
+        client = open_store(uri, "evaluate")
         try:
-            run = find_run(client, record["mlflow_run_id"], uri)
+            run = find_run(client, record["mlflow_run_id"], uri, "evaluate")
         except UserError:
             raise UserError(
                 f"Checkpoint {path!r} belongs to MLflow run {record['mlflow_run_id']} of the store "

@@ -123,16 +123,16 @@ def prepare_continuation(cfg: DictConfig) -> DictConfig:
             raise UserError(f"Checkpoint {ckpt_path!r} belongs to MLflow run {owner!r}, not to run {resume!r}.")
         resume = owner
         checkpoint_epoch = int(checkpoint.get("epoch", -1))
-        client = open_store(uri)
+        client = open_store(uri, "resume")
         try:
-            run = find_run(client, resume, uri)
+            run = find_run(client, resume, uri, "resume")
         except UserError:
             raise UserError(
                 f"Checkpoint {ckpt_path!r} belongs to MLflow run {resume} of the store {record.get('tracking_uri')}, "
                 f"which is not in the store {uri}; point logger.tracking_uri at the run's store."
             ) from None
     else:
-        client = open_store(uri)
+        client = open_store(uri, "resume")
         run = find_trained_run(client, resume, uri, "resume")
     if run.info.status == "FINISHED":
         raise UserError(

@@ -39,9 +39,10 @@ def validate_config(cfg: DictConfig) -> None:
     _validate_model(cfg.model)
     if not _is_whole(cfg.seed):
         raise UserError(f"seed must be a whole number, got {cfg.seed!r}.")
-    threads = cfg.get("threads", "auto")
-    if threads != "auto" and (not _is_whole(threads) or threads < 1):
-        raise UserError(f"threads must be a positive whole number or 'auto', got {threads!r}.")
+    for key in ("threads", "steps_per_item"):
+        value = cfg.get(key, "auto")
+        if value != "auto" and (not _is_whole(value) or value < 1):
+            raise UserError(f"{key} must be a positive whole number or 'auto', got {value!r}.")
     max_epochs = (cfg.get("trainer") or {}).get("max_epochs")
     if max_epochs is not None and (not _is_whole(max_epochs) or (max_epochs < 1 and max_epochs != -1)):
         raise UserError(f"trainer.max_epochs must be a positive whole number (or -1 for no limit), "
@@ -58,6 +59,7 @@ def validate_config(cfg: DictConfig) -> None:
         raise UserError(f"optimizer.fused=true is available for {', '.join(choices.FUSED_OPTIMIZERS)}, "
                         f"not {cfg.optimizer.name}; use optimizer.fused=auto or false.")
     _one_of("scheduler.name", cfg.scheduler.name, choices.SCHEDULERS)
+    _validate_scheduler(cfg.scheduler)
 
     data = cfg.data
     _one_of("data.dataset", data.dataset, choices.DATASETS)
@@ -129,6 +131,21 @@ def _validate_model(net: DictConfig) -> None:
         _positive("model.input_dim", net.input_dim)
     if not _is_number(net.dropout) or not 0.0 <= net.dropout < 1.0:
         raise UserError(f"model.dropout must be a number in [0, 1), got {net.dropout!r}.")
+    _positive("model.init_std", net.get("init_std", 0.02))
+    if net.get("bias_init") is not None and not _is_number(net.bias_init):
+        raise UserError(f"model.bias_init must be a number, or null to keep the layer's default; "
+                        f"got {net.bias_init!r}.")
+
+
+def _validate_scheduler(scheduler: DictConfig) -> None:
+    for key in ("step_size", "patience"):
+        value = scheduler.get(key, 1)
+        if not _is_whole(value) or value < (1 if key == "step_size" else 0):
+            raise UserError(f"scheduler.{key} must be a whole number of epochs, got {value!r}.")
+    for key in ("gamma", "factor", "min_lr"):
+        value = scheduler.get(key, 0.0)
+        if not _is_number(value) or value < 0:
+            raise UserError(f"scheduler.{key} must be a number >= 0, got {value!r}.")
 
 
 def check_monitor(monitor: str, task: str) -> None:

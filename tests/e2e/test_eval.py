@@ -121,6 +121,7 @@ def test_bad_checkpoints_and_unknown_runs_are_one_clear_line(trained: dict, tmp_
         f"ckpt_path={untracked}": "carries no run config (it was not written by `experiments train`)",
         f"ckpt_path={tmp_path / 'missing.ckpt'}": "does not exist",
         "run_id=0123456789abcdef": "MLflow run '0123456789abcdef' is not in the store",
+        "run_id=0123456789abcdef ": "pass the store it was logged to with tracking_uri=…",  # eval's own key
         f"run_id={run_id} csv={tmp_path / 'nope.csv'}":  # named as typed, not as the training's data.options.path
             f"csv={tmp_path / 'nope.csv'}: CSV file {str(tmp_path / 'nope.csv')!r} does not exist.",
         f"run_id={run_id} csv={tmp_path}": f"csv={tmp_path}: that is a directory, not a CSV file.",
@@ -150,6 +151,7 @@ def test_resume_and_ckpt_path_refuse_what_cannot_continue(trained: dict, tmp_pat
     cases = {
         f"ckpt_path={foreign}": "was saved from a different model",
         "resume=0123456789abcdef": "MLflow run '0123456789abcdef' is not in the store",
+        "resume=0123456789abcdef ": "pass the store it was logged to with logger.tracking_uri=…",  # train's keys
     }
     def refused(args: str) -> str:
         result = run_cli(["train", outputs, *FAST, "data=csv", f"data.options.path={trained['csv']}",

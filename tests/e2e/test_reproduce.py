@@ -93,8 +93,8 @@ def test_unknown_run_and_missing_store_are_one_clear_line(tmp_path: Path, output
     unknown = run_cli(["reproduce", "0123456789abcdef", "--tracking-uri", store_uri(outputs)], cwd=tmp_path)
     assert unknown.returncode == 2
     assert unknown.stderr.strip() == (
-        f"error: MLflow run '0123456789abcdef' is not in the store {store_uri(outputs)}; check the id, or point "
-        "--tracking-uri (or logger.tracking_uri) at the store it was logged to."
+        f"error: MLflow run '0123456789abcdef' is not in the store {store_uri(outputs)}; check the id, or pass "
+        "the store it was logged to with --tracking-uri (or MLFLOW_TRACKING_URI)."
     )
     missing = run_cli(["reproduce", "0123456789abcdef", "--tracking-uri", store_uri(tmp_path / "nowhere")],
                       cwd=tmp_path)

@@ -23,7 +23,15 @@ RUN_DIR_TAG = "run_dir"
 CHECKPOINT_DIR_TAG = "checkpoint.dir"
 
 
-def open_store(uri: str) -> Any:
+# How each command is pointed at another store, for the messages that ask the user to.
+STORE_OPTIONS = {
+    "reproduce": "--tracking-uri",
+    "evaluate": "tracking_uri=…",
+    "resume": "logger.tracking_uri=… (or paths.output_dir=…)",
+}
+
+
+def open_store(uri: str, action: str = "reproduce") -> Any:
     """An `MlflowClient` on an existing store; never creates an empty sqlite file by looking."""
     from mlflow.tracking import MlflowClient
 
@@ -34,27 +42,27 @@ def open_store(uri: str) -> Any:
     if db is not None and not db.is_file():
         raise UserError(
             f"There is no MLflow store at {db}; pass the store the run was logged to "
-            "(--tracking-uri / logger.tracking_uri / MLFLOW_TRACKING_URI)."
+            f"({STORE_OPTIONS[action]}, or MLFLOW_TRACKING_URI)."
         )
     return MlflowClient(uri)
 
 
-def find_run(client: Any, run_id: str, uri: str) -> Any:
+def find_run(client: Any, run_id: str, uri: str, action: str = "reproduce") -> Any:
     from mlflow.exceptions import MlflowException
 
     try:
         return client.get_run(str(run_id))
     except MlflowException:
         raise UserError(
-            f"MLflow run {run_id!r} is not in the store {uri}; check the id, or point --tracking-uri "
-            "(or logger.tracking_uri) at the store it was logged to."
+            f"MLflow run {run_id!r} is not in the store {uri}; check the id, or pass the store it was "
+            f"logged to with {STORE_OPTIONS[action]} (or MLFLOW_TRACKING_URI)."
         ) from None
 
 
 def find_trained_run(client: Any, run_id: str, uri: str, action: str) -> Any:
     """`find_run` for a run to `action` (reproduce, evaluate, resume): a sweep's parent run trained
     nothing itself, so it is refused with one of its child runs to use instead."""
-    run = find_run(client, run_id, uri)
+    run = find_run(client, run_id, uri, action)
     if run.data.tags.get(ROLE_TAG) == "parent":
         raise UserError(_sweep_parent_refusal(run, uri, action))
     return run
