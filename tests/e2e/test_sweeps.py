@@ -94,11 +94,14 @@ def test_a_named_sweep_keeps_its_parent_when_a_later_invocation_fails_to_start(t
                                                                                outputs: Path) -> None:
     first = sweep(outputs, tmp_path, "sweep_name=kept", "seed=1")
     assert first.returncode == 0, first.stderr[-3000:]
+    _, before, _ = parent_and_children(outputs)
     failed = sweep(outputs, tmp_path, "sweep_name=kept", "model.activaton=relu,tanh")
     assert failed.returncode != 0
 
+    # The refused invocation ran no job: the finished sweep is left as it was, summary and command line.
     _, parent, children = parent_and_children(outputs)
-    assert parent.info.status == "FAILED" and parent.data.tags["sweep.name"] == "kept"
+    assert parent.info.status == "FINISHED" and parent.data.tags["sweep.name"] == "kept"
+    assert parent.data.tags == before.data.tags
     assert [c.info.status for c in children] == ["FINISHED"]
 
 

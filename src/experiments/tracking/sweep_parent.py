@@ -62,6 +62,10 @@ class OpenSweep:
     metric: str
     mode: str
     created: bool  # this invocation created the parent (else it reopened an existing one)
+    # A reopened parent as it was (status and the tags this invocation overwrote), restored when this
+    # invocation fails before running any job: a refused rerun must not turn a finished sweep FAILED.
+    previous_status: str | None = None
+    previous_tags: tuple[tuple[str, str | None], ...] = ()
 
 
 class SweepParentCallback(Callback):
@@ -163,23 +167,23 @@ def _find_parents(client: Any, experiment_id: str, identity: dict[str, str]) -> 
 
 
 def _find_or_create_parent(client: Any, experiment_id: str, identity: dict[str, str], name: str,
-                           tags: dict[str, str]) -> tuple[str, bool]:
-    """(run id, reopened). Under the sqlite lock no two workers create one; on a server, two racing
-    workers may both create, and the later one deletes its own and joins the older parent."""
+                           tags: dict[str, str]) -> tuple[str, Any]:
+    """(run id, the reopened run as it was, or None when created). Under the sqlite lock no two workers
+    create one; on a server, two racing workers may both create, and the later one deletes its own and
+    joins the older parent."""
     if identity:
         found = _find_parents(client, experiment_id, identity)
         if found:
-            run_id = found[0].info.run_id
-            client.update_run(run_id, status="RUNNING")
-            return run_id, True
+            client.update_run(found[0].info.run_id, status="RUNNING")
+            return found[0].info.run_id, found[0]
     run_id = client.create_run(experiment_id, run_name=name, tags={**tags, **identity}).info.run_id
     if identity:
-        oldest = _find_parents(client, experiment_id, identity)[0].info.run_id
-        if oldest != run_id:
+        oldest = _find_parents(client, experiment_id, identity)[0]
+        if oldest.info.run_id != run_id:
             client.delete_run(run_id)
-            client.update_run(oldest, status="RUNNING")
-            return oldest, True
-    return run_id, False
+            client.update_run(oldest.info.run_id, status="RUNNING")
+            return oldest.info.run_id, oldest
+    return run_id, None
 
 
 def open_sweep_parent_run(config: DictConfig, invocation: str) -> OpenSweep:
@@ -198,18 +202,21 @@ def open_sweep_parent_run(config: DictConfig, invocation: str) -> OpenSweep:
     tags = parent_tags(config, sweep_dir, space)
     client = MlflowClient(uri)
     with _store_lock(uri):
-        run_id, reopened = _find_or_create_parent(client, experiment_id, identity,
-                                                  parent_name(config, identity, sweep_dir), tags)
+        run_id, before = _find_or_create_parent(client, experiment_id, identity,
+                                                parent_name(config, identity, sweep_dir), tags)
         client.set_tag(run_id, INVOCATION_TAG, invocation)  # under the lock: see _delete_empty_parent
     # A reopened parent shows the latest invocation's command line and search space.
     client.log_batch(run_id, tags=[RunTag(k, v) for k, v in {**tags, SWEEP_TAG: run_id}.items()])
     link = SweepLink(tracking_uri=uri, experiment_id=experiment_id, experiment_name=experiment_name,
                      parent_run_id=run_id, sweep_name=identity.get(NAME_TAG), search_keys=tuple(space))
     link.write(sweep_dir)
-    state = "continued" if reopened else "new"
+    state = "continued" if before is not None else "new"
     print(f"Sweep parent run: {run_id} ({state}, experiment {experiment_name!r})", flush=True)
+    overwritten = (*tags, INVOCATION_TAG)
     return OpenSweep(link=link, sweep_dir=sweep_dir, invocation=invocation,
-                     metric=objective_names(config)[0], mode=objective_mode(config), created=not reopened)
+                     metric=objective_names(config)[0], mode=objective_mode(config), created=before is None,
+                     previous_status=before.info.status if before is not None else None,
+                     previous_tags=tuple((k, before.data.tags.get(k)) for k in overwritten) if before else ())
 
 
 def _summary_artifacts(sweep_dir: str) -> list[tuple[Path, str]]:
@@ -244,6 +251,10 @@ def close_sweep_parent_run(opened: OpenSweep, stopped: str | None = None) -> Non
             print(f"Sweep parent run {link.parent_run_id} deleted: the sweep failed before any job opened "
                   "a run.", flush=True)
             return
+        if status == "FAILED" and not records and _restore_reopened_parent(opened):
+            print(f"Sweep parent run {link.parent_run_id} left as it was ({opened.previous_status}): this "
+                  "invocation failed before running any job.", flush=True)
+            return
         record_summary(link.tracking_uri, link.parent_run_id, summary, status, reason,
                        _summary_artifacts(opened.sweep_dir))
         print(f"Sweep parent run {link.parent_run_id} {status}: {summary.headline()}.", flush=True)
@@ -256,6 +267,25 @@ def close_sweep_parent_run(opened: OpenSweep, stopped: str | None = None) -> Non
             MlflowClient(link.tracking_uri).set_terminated(link.parent_run_id, status)
         except Exception as again:  # noqa: BLE001
             print(f"warning: parent run {link.parent_run_id} may be left RUNNING: {again}", file=sys.stderr)
+
+
+def _restore_reopened_parent(opened: OpenSweep) -> bool:
+    """Put a reopened parent back as it was before this invocation; True when it was one."""
+    from mlflow.tracking import MlflowClient
+
+    if opened.created or opened.previous_status is None:
+        return False
+    client, run_id = MlflowClient(opened.link.tracking_uri), opened.link.parent_run_id
+    for key, value in opened.previous_tags:
+        if value is None:
+            client.delete_tag(run_id, key)
+        else:
+            client.set_tag(run_id, key, value)
+    if opened.previous_status == "RUNNING":  # another worker's sweep on it is still going
+        client.update_run(run_id, status="RUNNING")
+    else:
+        client.set_terminated(run_id, opened.previous_status)
+    return True
 
 
 def _delete_empty_parent(opened: OpenSweep) -> bool:
