@@ -69,7 +69,9 @@ def validate_config(cfg: DictConfig) -> None:
     if eval_batch != "auto" and (not isinstance(eval_batch, int) or isinstance(eval_batch, bool) or eval_batch <= 0):
         raise UserError(f"data.eval_batch_size must be a positive whole number of rows or 'auto', got {eval_batch!r}.")
     fractions = {k: data.split[k] for k in ("train", "val", "test")}
-    if not all(_is_number(f) for f in fractions.values()) or any(f < 0 for f in fractions.values()) or fractions["train"] <= 0 or sum(fractions.values()) > 1 + 1e-9:
+    numbers = all(_is_number(f) for f in fractions.values())
+    if (not numbers or any(f < 0 for f in fractions.values()) or fractions["train"] <= 0
+            or sum(fractions.values()) > 1 + 1e-9):
         raise UserError(
             f"data.split fractions must be >= 0 with train > 0 and sum <= 1, got {fractions}."
         )
