@@ -25,6 +25,7 @@ commands:
   compare    compare fixes across seeds from MLflow (table, Markdown, CSV, plots)
   reproduce  rerun a tracked run from its MLflow id and show whether it matches (docs/reproduce.md)
   eval       evaluate a checkpoint or a run's logged model on its test split or a CSV
+  predict    a run's logged model on the rows of a CSV/Parquet table (labels, probabilities)
   ui         open the MLflow UI on the project's tracking store
   bench      time the training path against a hand-written PyTorch loop
   help       show this message
@@ -38,6 +39,7 @@ examples:
   experiments train resume=RUN_ID                     continue an interrupted run into the same MLflow run
   experiments reproduce RUN_ID --strict               rerun a run; refuse if code/packages/data changed
   experiments eval run_id=RUN_ID csv=new.csv          test metrics of a run's model on other data
+  experiments predict run_id=RUN_ID input=new.csv     predictions for new rows, written beside them
   experiments compare --experiment overfitting
   experiments ui
   experiments bench --workloads tiny,medium,large
@@ -66,6 +68,7 @@ _MODULES = {
     "compare": "experiments.compare",
     "reproduce": "experiments.reproduce",
     "eval": "experiments.evaluate",
+    "predict": "experiments.predict",
     "ui": "experiments.ui",
     "bench": "experiments.bench",
 }

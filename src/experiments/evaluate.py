@@ -4,10 +4,10 @@
     experiments eval ckpt_path=…/best-epoch004.ckpt a checkpoint written by `experiments train`
     … csv=new.csv [target=label]                   other data instead of the test split
 
-The model is rebuilt from the config its run recorded and evaluated by the same `test_step` and
-metrics as the training's test stage, so on the test split the numbers equal that stage's. A CSV is
-scaled with the statistics of the run's own training split, and its labels are mapped to the
-run's classes. Results go to a new MLflow run, `eval-<run name>`, tagged `evaluates=RUN_ID`, in the
+The model is evaluated by the same `test_step` and metrics as the training's test stage, so on the
+test split the numbers equal that stage's. A CSV (or Parquet) table goes through the run's logged
+pipeline: columns matched by name only (any order, extra ones ignored, a missing one refused), the
+preprocessing fitted on the run's training split, labels mapped to the run's classes. Results go to a new MLflow run, `eval-<run name>`, tagged `evaluates=RUN_ID`, in the
 source run's experiment: the source run keeps the test metrics of its training, and several
 evaluations (other data, other checkpoints) stay side by side.
 """
@@ -96,101 +96,56 @@ def load_source(args: dict[str, str]) -> Source:
     return Source(config, uri, run, checkpoint, str(Path(path).expanduser().resolve()))
 
 
-def build_module(source: Source, datamodule: Any) -> Any:
-    """The training's LightningModule around the saved weights (only its test metrics are used)."""
+def _checkpoint_model(source: Source, datamodule: Any) -> Any:
+    """A checkpoint's weights in the run's network, with the preprocessing its recorded data config fits
+    again (deterministically: the same split, the same training rows)."""
+    from experiments.checkpoints import check_fits
     from experiments.models.mlp import build_mlp
     from experiments.models.module import ExperimentModule
+    from experiments.tracking.pyfunc_model import TabularModel
 
-    cfg = source.config
-    if source.checkpoint is not None:
-        from experiments.checkpoints import check_fits
-
-        kwargs = OmegaConf.to_container(cfg.model, resolve=True)
-        assert isinstance(kwargs, dict)
-        kwargs.pop("input_dim", None)
-        net = build_mlp(datamodule.input_dim, datamodule.num_outputs, **kwargs)
-    else:
-        net = _logged_net(source)
-    module = ExperimentModule(
-        net,
-        task=datamodule.task,
-        num_classes=max(datamodule.source.num_classes, 2),
-        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),  # type: ignore[arg-type]
-    )
-    if source.checkpoint is not None:
-        check_fits(source.checkpoint, module, source.origin)
-        module.load_state_dict(source.checkpoint["state_dict"])
-    return module
+    assert source.checkpoint is not None
+    kwargs = OmegaConf.to_container(source.config.model, resolve=True)
+    assert isinstance(kwargs, dict)
+    kwargs.pop("input_dim", None)
+    net = build_mlp(datamodule.input_dim, datamodule.num_outputs, **kwargs)
+    module = ExperimentModule(net, **datamodule.target.training_settings(), optimizer={"name": "sgd", "lr": 0.1})
+    check_fits(source.checkpoint, module, source.origin)
+    module.load_state_dict(source.checkpoint["state_dict"])
+    return TabularModel(datamodule.preparation, module.net)
 
 
-def _logged_net(source: Source) -> Any:
-    import logging
+def trained_model(source: Source, datamodule: Any | None) -> Any:
+    """The `TabularModel` evaluated: the run's logged one, or a checkpoint's weights."""
+    if source.checkpoint is None:
+        from experiments.tracking.pyfunc_model import load_logged_model
 
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    from experiments.tracking.mlflow_pytorch import import_mlflow_pytorch
-
-    assert source.run is not None
-    logging.getLogger("mlflow").setLevel(logging.ERROR)  # its notes about pickled models are not news here
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(source.uri)
-    try:
-        predictor = import_mlflow_pytorch().load_model(f"runs:/{source.run.info.run_id}/model", map_location="cpu")
-    except (MlflowException, OSError):  # no model logged
-        raise UserError(
-            f"MLflow run {source.run.info.run_id} has no logged model (it trained with logger.log_model=false); "
-            "evaluate one of its checkpoints with ckpt_path=… instead."
-        ) from None
-    finally:
-        mlflow.set_tracking_uri(previous)
-    return predictor.net
+        assert source.run is not None
+        return load_logged_model(source.uri, source.run.info.run_id)
+    datamodule = datamodule or instantiated(source.config.data, _convert_="all")
+    return _checkpoint_model(source, datamodule)
 
 
-def csv_split(datamodule: Any, config: DictConfig, path: str, target: str | None) -> tuple[Any, Any]:
-    """Features and labels of a CSV, prepared exactly as the run's training data was."""
-    import numpy as np
-    import pandas as pd
-    from sklearn.preprocessing import StandardScaler
+def csv_rows(model: Any, config: DictConfig, path: str, target: str | None) -> tuple[Any, Any, int]:
+    """Features and encoded labels of a table's rows, prepared by the model's own pipeline (columns by
+    name); rows without a label are left out, with a note."""
+    from experiments.data.readers import read_table, recorded_reader_options
 
-    from experiments.data.sources import load_csv
-    from experiments.data.split import split_data
-
-    data_cfg = config.data
-    default_target = data_cfg.options.get("target") if data_cfg.dataset == "csv" else None
-    target = target or default_target
-    if not target:
-        raise UserError("csv=… needs target=<label column>: the run's data had no named target column.")
-    names = list(datamodule.source.feature_names)
-    file = Path(path).expanduser()
-    columns = list(pd.read_csv(file, nrows=0).columns) if file.is_file() else []
-    # The run's feature columns by name when the CSV has them all, else every column but the target.
-    x, y, _ = load_csv(path, target, names if all(n in columns for n in names) else None, setting="csv")
-    if x.shape[1] != datamodule.input_dim:
-        raise UserError(
-            f"CSV {Path(path).name!r} has {x.shape[1]} feature columns, the model takes {datamodule.input_dim} "
-            f"({', '.join(names)})."
-        )
-    x = x.astype(np.float32)
-    if data_cfg.get("standardize_features", True):
-        split = data_cfg.split
-        raw = split_data(datamodule.source, split.train, split.val, split.test, data_cfg.split_seed)
-        x = StandardScaler().fit(raw.x_train).transform(x).astype(np.float32)
-    task = datamodule.task
-    if task == "regression":
-        return x, y.astype(np.float32)
-    # The run encoded its labels as indices of their sorted unique values; use the same mapping.
-    if data_cfg.dataset == "csv":
-        _, original_y, _ = load_csv(data_cfg.options.path, data_cfg.options.target, data_cfg.options.get("features"))
-        classes = np.unique(original_y)
-    else:
-        classes = np.arange(datamodule.source.num_classes)
-    unknown = sorted(set(np.unique(y).tolist()) - set(classes.tolist()))
-    if unknown:
-        raise UserError(
-            f"CSV {Path(path).name!r} has labels the model never saw: {unknown[:5]}; known: {classes.tolist()[:20]}."
-        )
-    return x, np.searchsorted(classes, y).astype(np.int64)
+    name = target or model.preparation.target.name
+    frame = read_table(path, setting="csv", **recorded_reader_options(config.data))
+    where = f"CSV {Path(path).name!r}"
+    if name not in frame.columns:
+        raise UserError(f"{where} has no label column {name!r}; name it with target=… (its columns are: "
+                        f"{', '.join(map(str, frame.columns))}).")
+    labelled = frame[name].notna()
+    if not labelled.all():
+        print(f"note: {int((~labelled).sum())} rows without a label in {name!r} left out", file=sys.stderr)
+        frame = frame.loc[labelled].reset_index(drop=True)
+    if frame.empty:
+        raise UserError(f"{where} has no row with a label in {name!r}.")
+    x = model.preparation.features(frame, where)
+    y = model.preparation.target.encode(frame[name].to_numpy(), where)
+    return x, y, len(frame)
 
 
 def evaluate(source: Source, csv: str | None, target: str | None) -> tuple[dict[str, float], str, int]:
@@ -203,25 +158,28 @@ def evaluate(source: Source, csv: str | None, target: str | None) -> tuple[dict[
     from torch.utils.data import TensorDataset
 
     from experiments.data.loader import batch_loader
-    from experiments.models.module import tested_metrics
+    from experiments.models.module import ExperimentModule, tested_metrics
     from experiments.runtime import choose_eval_batch_size, quiet_lightning_warnings, widest_layer
 
     quiet_lightning_warnings()
     cfg = source.config
     pl.seed_everything(int(cfg.get("seed", 0)), workers=True, verbose=False)
-    datamodule = instantiated(cfg.data, _convert_="all")  # e.g. the recorded CSV is gone: one sentence
-    module = build_module(source, datamodule)
-    if csv:
-        x, y = csv_split(datamodule, cfg, csv, target)
+    if csv:  # the model's own pipeline prepares the rows: the training data need not be at hand
+        model = trained_model(source, None)
+        x, y, _ = csv_rows(model, cfg, csv, target)
         dataset = TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
         data_label = f"csv {Path(csv).expanduser().resolve()}"
     else:
+        datamodule = instantiated(cfg.data, _convert_="all")  # e.g. the recorded CSV is gone: one sentence
         if datamodule.arrays.sizes["test"] == 0:
             raise UserError("The run's data config has an empty test split (data.split.test=0); pass csv=… to evaluate.")
+        model = trained_model(source, datamodule)
         dataset = datamodule.tensors("test")
         data_label = "test split"
+    module = ExperimentModule(model.net, **model.preparation.target.training_settings(),
+                              optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True))  # type: ignore[arg-type]
     rows = choose_eval_batch_size(cfg.data.get("eval_batch_size", "auto"),
-                                  widest_layer(datamodule.input_dim, cfg.model.hidden_dims))
+                                  widest_layer(dataset.tensors[0].shape[1], cfg.model.hidden_dims))
     loader = batch_loader(dataset, rows, shuffle=False, seed=0)
     trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False,
@@ -272,9 +230,9 @@ def main(argv: list[str]) -> int:
         return 0
     args = parse_args(argv)
     if "csv" in args:  # before the model loads: a mistyped path is refused at once
-        from experiments.data.sources import csv_file
+        from experiments.data.readers import table_file
 
-        csv_file(args["csv"], "csv")
+        table_file(args["csv"], "csv")
     source = load_source(args)
     metrics, data_label, n_rows = evaluate(source, args.get("csv"), args.get("target"))
     eval_run_id, _ = log_evaluation(source, metrics, data_label, n_rows)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import warnings
 from collections.abc import Iterable
@@ -38,6 +39,21 @@ def quiet_lightning_warnings() -> None:
         r".*`isinstance\(treespec, LeafSpec\)` is deprecated.*",
     ):
         warnings.filterwarnings("ignore", message=pattern)
+    for name in _RANK_ZERO_LOGGERS:  # Lightning's rank-zero messages go through one of these
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _NoAdvertisements) for f in logger.filters):
+            logger.addFilter(_NoAdvertisements())
+
+
+_RANK_ZERO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+
+
+class _NoAdvertisements(logging.Filter):
+    """Drops Lightning's "💡 Tip: …" lines (a cloud-logging advertisement printed whenever a Trainer
+    starts without its own logger): our console shows only what the framework means to say."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith("💡 Tip")
 
 
 # Lightning spends roughly a millisecond of Python per training item (hooks, fetcher, batch transfer,

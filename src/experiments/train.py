@@ -123,6 +123,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule.steps_per_item = choose_steps_per_item(cfg.steps_per_item, n_params, cfg.data.batch_size,
                                                       datamodule.steps_per_epoch, trainer.world_size, counts_batches)
 
+    if trainer.is_global_zero:
+        print(datamodule.report(), flush=True)  # what became of each column, before any epoch
     if logger is not None and trainer.is_global_zero:
         _record_run_start(logger, cfg, datamodule, {"model.n_params": n_params, "runtime.threads": threads})
 
@@ -138,10 +140,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         mark("test_end")
         if logger is not None and trainer.is_global_zero:
             if cfg.logger.get("log_model", True):
-                from experiments.models.tasks import Predictor
+                from experiments.tracking.pyfunc_model import TabularModel
 
-                example = datamodule.tensors("val").tensors[0][:5]
-                log_trained_model(logger, Predictor(module.net, datamodule.task), example, weights_epoch)
+                log_trained_model(logger, TabularModel(datamodule.preparation, module.net),
+                                  datamodule.example_rows(), weights_epoch)
             log_checkpoints(logger, trainer.checkpoint_callbacks, cfg.get("log_checkpoints", "none"))
             finish_run(logger, "FINISHED")
         mark("run_closed")
@@ -179,8 +181,7 @@ def _training_module(cfg: DictConfig, net: Any, datamodule: Any) -> Any:
 
     return ExperimentModule(
         net,
-        task=datamodule.task,
-        num_classes=max(datamodule.source.num_classes, 2),
+        **datamodule.target.training_settings(),
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),  # type: ignore[arg-type]
         scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),  # type: ignore[arg-type]
         regularization=OmegaConf.to_container(cfg.regularization, resolve=True),  # type: ignore[arg-type]
@@ -220,6 +221,7 @@ def _record_run_start(logger: Any, cfg: DictConfig, datamodule: Any, derived: di
     log_run_metadata(logger, cfg, derived, _hydra_overrides(),
                      {"data.fingerprint": datamodule.fingerprint, "run_dir": str(cfg.paths.run_dir)})
     log_dataset_input(logger.experiment, logger.run_id, datamodule, dict(cfg.data.get("options") or {}))
+    logger.experiment.log_text(logger.run_id, datamodule.report() + "\n", "data/columns.txt")
 
 
 def _test(trainer: Any, module: Any, datamodule: Any, cfg: DictConfig, metrics: dict[str, float]) -> int:

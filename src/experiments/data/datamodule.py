@@ -1,13 +1,15 @@
-"""The in-memory DataModule: source → arrays → split → standardize (train only) → tensors."""
+"""The in-memory DataModule: raw table → column roles → split → preprocessing fitted on train → tensors."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from experiments.data.columns import ColumnPlan, plan_columns
 from experiments.data.loader import batch_loader
 from experiments.data.placement import (
     check_policy,
@@ -16,8 +18,12 @@ from experiments.data.placement import (
     on_device,
     should_keep_on_device,
 )
-from experiments.data.sources import TabularData, load_source
-from experiments.data.split import SplitArrays, fingerprint, split_data, standardize
+from experiments.data.preparation import TablePreparation, refuse_empty_cells
+from experiments.data.preprocessing import build_preprocessor
+from experiments.data.sources import RawTable, load_source, split_options
+from experiments.data.split import SplitArrays, fingerprint, split_rows
+from experiments.data.targets import fit_target
+from experiments.errors import UserError
 
 
 class TabularDataModule(pl.LightningDataModule):
@@ -36,20 +42,49 @@ class TabularDataModule(pl.LightningDataModule):
         shuffle_seed: int = 0,
         keep_on_device: bool | str = "auto",
         train_eval_size: int | None = 2048,
+        impute: bool = True,
+        min_frequency: float | None = 0.01,
+        positive_class: Any = None,
+        class_weight: Any = None,
+        standardize_target: bool = True,
     ) -> None:
         super().__init__()
         fractions = {"train": 0.7, "val": 0.15, "test": 0.15, **(split or {})}
         self.dataset_name = dataset
-        self.source: TabularData = load_source(dataset, dict(options or {}), task)
-        arrays = split_data(self.source, fractions["train"], fractions["val"], fractions["test"], split_seed)
-        self.arrays: SplitArrays = standardize(arrays) if standardize_features else arrays
+        options = dict(options or {})
+        raw: RawTable = load_source(dataset, options)
+        self.fingerprint = fingerprint(raw.frame)
+        frame, self.notes = _rows_with_a_target(raw)
+        target = frame[raw.target]
+        task = raw.task_hint if task == "auto" and raw.task_hint != "auto" else task
+        # The task and labels come from every row; statistics (scaling, class weights) from training rows only.
+        labels = fit_target(target, np.arange(len(frame)), task, positive_class, None, standardize=False)
+        rows = split_rows(labels.encode(target.to_numpy()), labels.task != "regression", fractions["train"],
+                          fractions["val"], fractions["test"], split_seed)
+        encoding = fit_target(target, rows[0], labels.task, positive_class, class_weight, standardize_target)
+        _, column_options = split_options(dataset, options)
+        note = encoding.describe()
+        if task == "auto" and raw.task_hint == "auto" and encoding.task == "multiclass" and pd_is_numeric(target):
+            note += f" (integer labels; data.task=regression if {raw.target!r} is a quantity)"
+        plan: ColumnPlan = plan_columns(frame, {**column_options, "target": raw.target}, note)
+        if not impute:
+            refuse_empty_cells(frame[plan.features], f"The {dataset} table")
+        preprocessor = build_preprocessor(plan, impute, standardize_features, min_frequency)
+        preprocessor.fit(frame.iloc[rows[0]][plan.features])
+        self.preparation = TablePreparation(plan, preprocessor, encoding,
+                                            {name: str(frame[name].dtype) for name in plan.features}, impute)
+        self.frame = frame  # the raw rows, for the logged model's example and the dataset record
+        self.rows = dict(zip(("train", "val", "test"), rows))
+        parts = [(self.preparation.features(frame.iloc[idx]) if len(idx) else
+                  np.empty((0, len(self.preparation.output_names)), np.float32),
+                  encoding.encode(target.to_numpy()[idx])) for idx in rows]
+        self.arrays = SplitArrays(*parts[0], *parts[1], *parts[2])
         self.batch_size = batch_size
         # `auto` depends on the model's width: train() and `experiments eval` set it (see runtime.py).
         self.eval_batch_size = 8192 if eval_batch_size == "auto" else int(eval_batch_size)
         self.shuffle_seed = shuffle_seed
         check_policy(keep_on_device)
         self.keep_on_device = keep_on_device
-        self.fingerprint = fingerprint(self.source)
         self._tensors = {
             stage: TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
             for stage, (x, y) in {
@@ -91,17 +126,36 @@ class TabularDataModule(pl.LightningDataModule):
         return {"num_replicas": self.trainer.world_size, "rank": self.trainer.global_rank}
 
     @property
+    def target(self) -> Any:
+        return self.preparation.target
+
+    @property
     def task(self) -> str:
-        return self.source.task
+        return self.target.task
+
+    @property
+    def num_classes(self) -> int:
+        return self.target.num_classes
 
     @property
     def input_dim(self) -> int:
-        return int(self.source.features.shape[1])
+        return int(self.arrays.x_train.shape[1])
 
     @property
     def num_outputs(self) -> int:
         """Head width: one logit for binary and regression, one per class for multiclass."""
-        return self.source.num_classes if self.task == "multiclass" else 1
+        return self.num_classes if self.task == "multiclass" else 1
+
+    def example_rows(self, count: int = 5) -> Any:
+        """A few raw validation rows (the model's input example): the columns it reads, as read."""
+        return self.frame.iloc[self.rows["val"][:count]][self.preparation.columns].reset_index(drop=True)
+
+    def report(self) -> str:
+        """What the data became, printed before training: rows, notes, and each column's role."""
+        sizes = ", ".join(f"{name} {size}" for name, size in self.arrays.sizes.items())
+        lines = [f"Data {self.dataset_name!r}: {len(self.frame)} rows ({sizes}), {self.input_dim} model inputs",
+                 *self.notes, self.preparation.plan.table()]
+        return "\n".join(lines)
 
     def tensors(self, stage: str) -> TensorDataset:
         return self._tensors[stage]
@@ -130,7 +184,26 @@ class TabularDataModule(pl.LightningDataModule):
             "dataset": self.dataset_name,
             "task": self.task,
             "n_features": self.input_dim,
-            "n_classes": self.source.num_classes,
+            "n_columns": len(self.preparation.columns),
+            "n_classes": self.num_classes,
             "fingerprint": self.fingerprint,
             **{f"n_{k}": v for k, v in self.arrays.sizes.items()},
         }
+
+
+def pd_is_numeric(values: Any) -> bool:
+    import pandas as pd
+
+    return pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype)
+
+
+def _rows_with_a_target(raw: RawTable) -> tuple[Any, list[str]]:
+    """Rows whose target is empty cannot teach or score anything: dropped, with a note of how many."""
+    missing = raw.frame[raw.target].isna()
+    dropped = int(missing.sum())
+    if dropped == len(raw.frame):
+        raise UserError(f"The target column {raw.target!r} has no values.")
+    if not dropped:
+        return raw.frame, []
+    frame = raw.frame.loc[~missing].reset_index(drop=True)
+    return frame, [f"note: {dropped} row{'s' if dropped > 1 else ''} with an empty target {raw.target!r} left out"]

@@ -1,13 +1,12 @@
-"""Deterministic train/val/test split and train-only standardization."""
+"""Deterministic train/val/test split of row indices, and the table's content fingerprint."""
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-
-from experiments.data.sources import TabularData
 
 
 @dataclass(frozen=True)
@@ -24,15 +23,14 @@ class SplitArrays:
         return {"train": len(self.y_train), "val": len(self.y_val), "test": len(self.y_test)}
 
 
-def split_data(data: TabularData, train: float, val: float, test: float, seed: int) -> SplitArrays:
-    """Shuffle once with `seed` and cut by fractions (sum <= 1; the rest is left out).
-
-    Classification splits are stratified so a small train fraction keeps every class.
-    """
+def split_rows(targets: np.ndarray, classes: bool, train: float, val: float, test: float,
+               seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row indices of each split: shuffled once with `seed`, cut by fractions (sum <= 1; the rest is
+    left out). Classification splits are stratified so a small train fraction keeps every class."""
     from sklearn.model_selection import train_test_split
 
-    n = len(data.targets)
-    stratify = data.targets if data.task != "regression" else None
+    n = len(targets)
+    stratify = targets if classes else None
     n_train, n_val = round(train * n), round(val * n)
     # Fractions that sum to 1 use every sample: rounding must not leave a stray row out.
     n_test = n - n_train - n_val if train + val + test >= 1 - 1e-9 else round(test * n)
@@ -53,29 +51,14 @@ def split_data(data: TabularData, train: float, val: float, test: float, seed: i
     used, _ = cut(np.arange(n), n_train + n_val + n_test)
     train_idx, rest = cut(used, n_train)
     val_idx, test_idx = cut(rest, n_val)
-    x, y = data.features, data.targets
-    return SplitArrays(x[train_idx], y[train_idx], x[val_idx], y[val_idx], x[test_idx], y[test_idx])
+    return train_idx, val_idx, test_idx
 
 
-def standardize(split: SplitArrays) -> SplitArrays:
-    """Scale every split with the mean/std of the training split only (no leakage from val/test)."""
-    from sklearn.preprocessing import StandardScaler
+def fingerprint(frame: Any) -> str:
+    """Content hash of the raw table (names, types, values): the same data gives the same digest anywhere."""
+    import pandas as pd
 
-    scaler = StandardScaler().fit(split.x_train)
-
-    def apply(x: np.ndarray) -> np.ndarray:
-        return scaler.transform(x).astype(np.float32) if len(x) else x
-
-    return SplitArrays(
-        apply(split.x_train), split.y_train, apply(split.x_val), split.y_val, apply(split.x_test), split.y_test
-    )
-
-
-def fingerprint(data: TabularData) -> str:
-    """Content hash of the arrays: the same data gives the same digest on any machine."""
     digest = hashlib.sha256()
-    for array in (data.features, data.targets):
-        digest.update(str(array.dtype).encode())
-        digest.update(str(array.shape).encode())
-        digest.update(np.ascontiguousarray(array).tobytes())
+    digest.update(repr([(str(c), str(t)) for c, t in frame.dtypes.items()]).encode())
+    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
     return digest.hexdigest()[:16]

@@ -62,10 +62,13 @@ class EpochOutputs(Metric):
 
     full_state_update = False
 
-    def __init__(self, task: str, num_classes: int) -> None:
+    def __init__(self, task: str, num_classes: int, target_scale: tuple[float, float] | None = None) -> None:
         super().__init__()
         self.task = task
         self.num_classes = num_classes
+        # Regression on standardized targets: (mean, std) turn outputs and targets back into the user's
+        # units, so every loss and score is in them.
+        self.target_scale = target_scale if task == "regression" else None
         self.add_state("outputs", default=[], dist_reduce_fx="cat")
         self.add_state("targets", default=[], dist_reduce_fx="cat")
 
@@ -75,4 +78,7 @@ class EpochOutputs(Metric):
 
     def compute(self) -> dict[str, torch.Tensor]:
         output, target = dim_zero_cat(self.outputs), dim_zero_cat(self.targets)
+        if self.target_scale is not None:
+            mean, std = self.target_scale
+            output, target = output * std + mean, target * std + mean
         return {"loss": task_loss(output, target, self.task), **task_scores(output, target, self.task, self.num_classes)}

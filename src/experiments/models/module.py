@@ -38,6 +38,8 @@ class ExperimentModule(pl.LightningModule):
         batch_size: int = 32,
         gradient_clip_val: float | None = None,
         gradient_clip_algorithm: str = "norm",
+        class_weights: list[float] | tuple[float, ...] | None = None,
+        target_scale: tuple[float, float] | None = None,
     ) -> None:
         super().__init__()
         # Manual optimization: one training item may hold several consecutive batches (see
@@ -61,11 +63,13 @@ class ExperimentModule(pl.LightningModule):
         self.monitor = monitor
         self.monitor_mode = monitor_mode
         self.main_metric = main_metric(task)
+        # Weights of the optimized loss only: reported losses stay unweighted, comparable across settings.
+        self.class_weights = None if class_weights is None else torch.tensor(list(class_weights))
 
         # Loss and metrics of each evaluated split, scored once per epoch (see epoch_metrics.py).
-        self.train_outputs = EpochOutputs(task, num_classes)
-        self.val_outputs = EpochOutputs(task, num_classes)
-        self.test_outputs = EpochOutputs(task, num_classes)
+        self.train_outputs = EpochOutputs(task, num_classes, target_scale)
+        self.val_outputs = EpochOutputs(task, num_classes, target_scale)
+        self.test_outputs = EpochOutputs(task, num_classes, target_scale)
         # Running mean of what the optimizer minimized (loss + penalties), summed on-device per epoch.
         self._objective_sum = torch.zeros(())
         self._objective_steps = 0
@@ -77,7 +81,7 @@ class ExperimentModule(pl.LightningModule):
 
     def _objective(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         output = self.net(add_input_noise(x, self.input_noise))
-        loss = task_loss(output, y, self.task, self.label_smoothing)
+        loss = task_loss(output, y, self.task, self.label_smoothing, self.class_weights)
         penalty = weight_penalty(self.net, self.l1, self.l2)
         return loss if penalty is None else loss + penalty
 

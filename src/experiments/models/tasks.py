@@ -9,16 +9,24 @@ from torch import nn
 from experiments import choices
 
 
-def task_loss(output: torch.Tensor, target: torch.Tensor, task: str, label_smoothing: float = 0.0) -> torch.Tensor:
+def task_loss(output: torch.Tensor, target: torch.Tensor, task: str, label_smoothing: float = 0.0,
+              class_weights: torch.Tensor | None = None) -> torch.Tensor:
     """Binary: BCE with logits (the seed's sigmoid + binary cross-entropy, fused for stability).
-    Multiclass: cross-entropy. Regression: mean squared error (the seed's 1/2n Σ(o−y)² without the ½)."""
+    Multiclass: cross-entropy. Regression: mean squared error (the seed's 1/2n Σ(o−y)² without the ½).
+    `class_weights` (one per class) make it a weighted mean, as cross-entropy's `weight` does."""
     if task == "binary":
+        labels = target
         target = target.to(output.dtype)
         if label_smoothing:
             target = target * (1 - label_smoothing) + 0.5 * label_smoothing
-        return F.binary_cross_entropy_with_logits(output.squeeze(-1), target)
+        if class_weights is None:
+            return F.binary_cross_entropy_with_logits(output.squeeze(-1), target)
+        weights = class_weights.to(output.device, output.dtype)[labels.long()]
+        losses = F.binary_cross_entropy_with_logits(output.squeeze(-1), target, reduction="none")
+        return (losses * weights).sum() / weights.sum()
     if task == "multiclass":
-        return F.cross_entropy(output, target, label_smoothing=label_smoothing)
+        weight = None if class_weights is None else class_weights.to(output.device, output.dtype)
+        return F.cross_entropy(output, target, weight=weight, label_smoothing=label_smoothing)
     return F.mse_loss(output.squeeze(-1), target.to(output.dtype))
 
 

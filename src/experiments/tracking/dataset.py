@@ -1,6 +1,6 @@
 """The run's data as an MLflow dataset input, so it shows in the UI's Datasets column.
 
-One input per run: the whole source (before splitting) named after the dataset, its digest the
+One input per run: the whole raw table (before splitting; its schema is the table's columns) named after the dataset, its digest the
 content fingerprint (the same data gives the same digest, so runs on identical data share one
 dataset entry), the split sizes as input tags.
 """
@@ -27,16 +27,17 @@ def log_dataset_input(client: Any, run_id: str, datamodule: Any, options: dict[s
     import mlflow.data
     from mlflow.entities import DatasetInput, InputTag
 
-    source = datamodule.source
     with warnings.catch_warnings():  # "source can be interpreted in multiple ways": both are the same file
         warnings.simplefilter("ignore")
-        dataset = mlflow.data.from_numpy(
-            source.features,
-            targets=source.targets,
+        # The raw table, so the dataset's schema names the user's columns and their types.
+        dataset = mlflow.data.from_pandas(
+            datamodule.frame,
+            targets=datamodule.target.name,
             source=dataset_source(datamodule.dataset_name, options),
             name=datamodule.dataset_name,
             digest=datamodule.fingerprint,
         )
+        entity = dataset._to_mlflow_entity()  # the schema is inferred here (MLflow hints about integer columns)
     tags = [InputTag("mlflow.data.context", "training")]
     tags += [InputTag(f"split.{name}", str(size)) for name, size in datamodule.arrays.sizes.items()]
-    client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=tags)])
+    client.log_inputs(run_id, datasets=[DatasetInput(entity, tags=tags)])

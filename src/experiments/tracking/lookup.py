@@ -27,6 +27,7 @@ CHECKPOINT_DIR_TAG = "checkpoint.dir"
 STORE_OPTIONS = {
     "reproduce": "--tracking-uri",
     "evaluate": "tracking_uri=…",
+    "predict": "tracking_uri=…",
     "resume": "logger.tracking_uri=… (or paths.output_dir=…)",
 }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -67,27 +68,25 @@ def log_run_metadata(logger: EpochMLFlowLogger, cfg: DictConfig, derived: dict[s
 
 
 def log_trained_model(logger: EpochMLFlowLogger, model: Any, example: Any, epoch: int = 0) -> None:
-    """`mlflow.pytorch.log_model` with explicit requirements and signature: the defaults infer
-    requirements in a subprocess and take seconds, longer than training the seed network.
+    """Log `model` (a `TabularModel`: preprocessing + network + labels) as the run's pyfunc model, with
+    explicit requirements and signature: the defaults infer requirements in a subprocess and take
+    seconds, longer than training the seed network. `example` is a few raw rows.
 
     `epoch` is the epoch the weights come from: MLflow attaches the run's metrics of that step to the
     logged model, so its page shows the scores of these weights rather than those of epoch 0."""
 
     import mlflow
+    import sklearn
     import torch
-    from mlflow.models import infer_signature
+    from mlflow.models import Model
 
-    from experiments.tracking.mlflow_pytorch import import_mlflow_pytorch
+    from experiments.tracking.pyfunc_model import signature
 
-    mlflow_pytorch = import_mlflow_pytorch()
-    # Pickle is chosen on purpose (the pt2 export costs seconds); MLflow warns about it on every call.
-    logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
-
-    model = model.eval().cpu()
-    with torch.no_grad():
-        prediction = model(example).numpy()
-    signature = infer_signature(example.numpy(), prediction)
-    requirements = {"torch": f"torch=={torch.__version__.split('+')[0]}", "experiments": "experiments"}
+    # A Python object as the model is the documented way to log a PythonModel; MLflow warns about it each time.
+    logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)
+    logging.getLogger("mlflow.models").setLevel(logging.ERROR)
+    requirements = {"torch": f"torch=={torch.__version__.split('+')[0]}",
+                    "scikit-learn": f"scikit-learn=={sklearn.__version__}", "experiments": "experiments"}
     step = max(epoch, 0)
     previous_uri = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(logger._tracking_uri)
@@ -96,16 +95,22 @@ def log_trained_model(logger: EpochMLFlowLogger, model: Any, example: Any, epoch
         # FINISHED before the run is really over (and cost two more store writes). Without an active run,
         # MLflow files a new model under the experiment `MLFLOW_EXPERIMENT_ID` names (else the Default
         # experiment, with a ./mlruns artifact location): set to the run's own for this call.
-        with _environment(MLFLOW_EXPERIMENT_ID=logger.experiment_id), _requirements_map_of(requirements):
-            info = mlflow_pytorch.log_model(
-                model,
+        # `Model.log` is what `mlflow.pyfunc.log_model` calls; it alone takes the run's id.
+        with _environment(MLFLOW_EXPERIMENT_ID=logger.experiment_id), _requirements_map_of(requirements), \
+                warnings.catch_warnings():
+            # MLflow's hint about integer columns in the example concerns inferred schemas; ours is given.
+            warnings.filterwarnings("ignore", message=".*integer column.*", category=UserWarning)
+            info = Model.log(
+                artifact_path=None,
                 name="model",
+                flavor=mlflow.pyfunc,
+                python_model=model,
                 run_id=logger.run_id,
                 step=step,
-                signature=signature,
-                input_example=example.numpy(),
+                signature=signature(model.preparation),
+                input_example=example,
                 pip_requirements=list(requirements.values()),
-                serialization_format="pickle",
+                metadata={"columns": model.preparation.dtypes, "task": model.preparation.target.task},
             )
     finally:
         mlflow.set_tracking_uri(previous_uri)
@@ -146,7 +151,8 @@ def _requirements_map_of(requirements: dict[str, str]) -> Iterator[None]:
         yield  # already filled (or no longer there): nothing to save
         return
     requirements_utils._MODULES_TO_PACKAGES = {
-        "mlflow": ["mlflow"], **{package: [package] for package in requirements}
+        "mlflow": ["mlflow"], "sklearn": ["scikit-learn"],
+        **{package: [package] for package in requirements if package != "scikit-learn"}
     }
     try:
         yield
