@@ -134,6 +134,7 @@ def csv_rows(model: Any, config: DictConfig, path: str, target: str | None) -> t
     name = target or model.preparation.target.name
     frame = read_table(path, setting="csv", **recorded_reader_options(config.data))
     where = f"CSV {Path(path).name!r}"
+    model.preparation.check_columns(frame, where)  # a missing feature first: it is what renamed columns lose
     if name not in frame.columns:
         raise UserError(f"{where} has no label column {name!r}; name it with target=… (its columns are: "
                         f"{', '.join(map(str, frame.columns))}).")

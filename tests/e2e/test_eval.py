@@ -123,8 +123,8 @@ def test_bad_checkpoints_and_unknown_runs_are_one_clear_line(trained: dict, tmp_
         "run_id=0123456789abcdef": "MLflow run '0123456789abcdef' is not in the store",
         "run_id=0123456789abcdef ": "pass the store it was logged to with tracking_uri=…",  # eval's own key
         f"run_id={run_id} csv={tmp_path / 'nope.csv'}":  # named as typed, not as the training's data.options.path
-            f"csv={tmp_path / 'nope.csv'}: CSV file {str(tmp_path / 'nope.csv')!r} does not exist.",
-        f"run_id={run_id} csv={tmp_path}": f"csv={tmp_path}: that is a directory, not a CSV file.",
+            f"csv={tmp_path / 'nope.csv'}: file {str(tmp_path / 'nope.csv')!r} does not exist.",
+        f"run_id={run_id} csv={tmp_path}": f"csv={tmp_path}: that is a directory, not a CSV or Parquet file.",
         f"run_id={run_id} tracking_uri={store_uri(other_store)}":
             f"MLflow run {run_id!r} is not in the store {store_uri(other_store)}",
         f"ckpt_path={trained['best']} tracking_uri={store_uri(other_store)}":

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -55,25 +56,30 @@ def test_seed_experiment_trains_and_logs_one_finished_run(tmp_path: Path, output
     config_text = Path(client.download_artifacts(run.info.run_id, "config/config.yaml", str(tmp_path))).read_text()
     assert "hidden_dims" in config_text
 
-    # The logged model loads and predicts probabilities for each input row.
+    # The logged model loads and predicts a label and class probabilities for each raw row, by column name.
     mlflow.set_tracking_uri(store_uri(outputs))
-    model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
-    import torch
-
-    with torch.no_grad():
-        probabilities = model(torch.rand(7, 8)).numpy()
-    assert probabilities.shape == (7,)
+    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    rows = pd.DataFrame(np.random.default_rng(0).random((7, 8)), columns=[f"x{i}" for i in range(8)])
+    predicted = model.predict(rows)
+    assert list(predicted.columns) == ["prediction", "probability_0", "probability_1"]
+    assert set(predicted.prediction) <= {0, 1}
+    probabilities = predicted.probability_1.to_numpy()
     assert np.all((probabilities >= 0) & (probabilities <= 1))
+    assert np.allclose(predicted.probability_0 + probabilities, 1)
     # It is filed in the run's experiment and carries the scores of its own weights (the best epoch's).
     (output,) = run.outputs.model_outputs
     logged = client.get_logged_model(output.model_id)
     assert logged.experiment_id == run.info.experiment_id
     assert {m.step for m in logged.metrics} == {int(run.data.metrics["val/loss_best_epoch"])}
     assert {m.key: m.value for m in logged.metrics}["val/loss"] == pytest.approx(run.data.metrics["val/loss_best"])
-    # Its environment pins what it needs to load: this torch, MLflow, and this package.
+    # Its environment pins what it needs to load: this torch, scikit-learn, MLflow, and this package.
+    import sklearn
+    import torch
+
     requirements = Path(mlflow.pyfunc.get_model_dependencies(f"runs:/{run.info.run_id}/model")).read_text().split()
     assert f"torch=={torch.__version__.split('+')[0]}" in requirements and "experiments" in requirements
     assert any(r.startswith("mlflow==") for r in requirements)
+    assert f"scikit-learn=={sklearn.__version__}" in requirements
 
     # Run dirs land under outputs/runs with checkpoints.
     assert list((outputs / "runs").rglob("last.ckpt"))
@@ -126,7 +132,7 @@ def test_nan_loss_fails_the_run_with_a_clear_message(tmp_path: Path, outputs: Pa
         ("paths.output_dir=/proc/nope", "No such file or directory: '/proc/nope'; paths.output_dir=… sets"),
         # A data module's own refusal, not wrapped in Hydra's instantiation error.
         ("data=csv data.options.path=missing.csv data.options.target=y",
-         "data.options.path=missing.csv: CSV file 'missing.csv' does not exist."),
+         "data.options.path=missing.csv: file 'missing.csv' does not exist."),
     ],
 )
 def test_bad_override_gives_one_clear_line_and_logs_nothing(tmp_path: Path, outputs: Path, override: str,

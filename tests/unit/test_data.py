@@ -12,6 +12,7 @@ from experiments.data.datamodule import TabularDataModule
 from experiments.data.sources import load_source
 from experiments.data.split import split_rows
 from experiments.errors import UserError
+from tests.tables import messy_table
 
 
 def _module(dataset: str, options: dict | None = None, **kwargs) -> TabularDataModule:
@@ -108,29 +109,9 @@ def test_default_fractions_use_every_row_of_each_bundled_dataset(name: str) -> N
     assert data.arrays.sizes["train"] == round(0.7 * n)
 
 
-def _messy(n: int = 300, seed: int = 0) -> pd.DataFrame:
-    """A table as users have them: an index column, an ID, gaps, text, booleans, dates, a constant."""
-    rng = np.random.default_rng(seed)
-    table = pd.DataFrame({
-        "Unnamed: 0": np.arange(n),
-        "customer_id": rng.permutation(n) + 10_000,
-        "age": rng.integers(18, 80, n).astype(float),
-        "colour": rng.choice(["red", "green", "blue"], n, p=[0.4, 0.3, 0.3]),
-        "member": rng.choice([True, False], n),
-        "signup": pd.date_range("2020-01-01", periods=n, freq="D").strftime("%Y-%m-%d"),
-        "country": "NL",
-        "income": rng.normal(50, 10, n),
-    })
-    table.loc[::9, "age"] = np.nan
-    table.loc[::11, "colour"] = None
-    table.loc[[4, 8, 16], "colour"] = "violet"  # rare: grouped with other rare ones
-    table["label"] = np.where(table.age.fillna(45) + 15 * (table.colour == "red") > 55, "buyer", "browser")
-    return table
-
-
 def test_every_column_gets_a_role_and_the_pipeline_is_fitted_on_training_rows(tmp_path: Path) -> None:
     path = tmp_path / "messy.csv"
-    table = _messy()
+    table = messy_table()
     table.loc[5, "label"] = None
     table.to_csv(path, index=False)
     dm = _module("csv", {"path": str(path), "target": "label"}, min_frequency=5)
@@ -153,7 +134,7 @@ def test_every_column_gets_a_role_and_the_pipeline_is_fitted_on_training_rows(tm
 
 def test_column_overrides_and_their_mistakes(tmp_path: Path) -> None:
     path = tmp_path / "messy.csv"
-    _messy().to_csv(path, index=False)
+    messy_table().to_csv(path, index=False)
     base = {"path": str(path), "target": "label"}
     dm = _module("csv", {**base, "exclude": ["income"], "numeric": ["customer_id"], "categorical": ["age"]})
     roles = {c.name: c.role for c in dm.preparation.plan.roles}

@@ -160,9 +160,9 @@ def plan_columns(frame: Any, options: dict[str, Any], target_note: str = "") -> 
 def _inferred_kind(column: Any) -> str:
     import pandas as pd
 
-    if pd.api.types.is_datetime64_any_dtype(column.dtype) or (column.dtype == object and _looks_like_dates(column)):
-        return "datetime"
     numeric = pd.api.types.is_numeric_dtype(column.dtype) and not pd.api.types.is_bool_dtype(column.dtype)
+    if pd.api.types.is_datetime64_any_dtype(column.dtype) or (not numeric and _looks_like_dates(column)):
+        return "datetime"
     return "numeric" if numeric else "categorical"
 
 
