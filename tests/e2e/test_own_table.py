@@ -203,3 +203,49 @@ def test_a_regression_target_is_learned_in_standardized_units_and_scored_in_its_
     assert metrics["test/r2"] > 0.2
     # MSE in the target's own units (disease progression, variance ~6000), not the standardized ones.
     assert 1000 < metrics["test/mse"] < 6000
+
+
+def _bad_tables(root: Path) -> dict[str, Path]:
+    rng = np.random.default_rng(0)
+    base = pd.DataFrame({"a": rng.normal(size=60), "b": rng.normal(size=60)})
+    tables = {
+        "one_class": base.assign(label="same"),
+        "floats": base.assign(label=rng.normal(size=60)),
+        "many": base.assign(label=np.arange(60) // 2),
+        "gaps": base.assign(label=np.where(base.a > 0, "x", "y"), b=base.b.mask(base.index % 7 == 0)),
+        "good": base.assign(label=np.where(base.a > 0, "x", "y")),
+    }
+    paths = {}
+    for name, frame in tables.items():
+        paths[name] = root / f"{name}.csv"
+        frame.to_csv(paths[name], index=False)
+    (root / "empty.csv").write_text("")
+    (root / "header.csv").write_text("a,b,label\n")
+    (root / "binary.csv").write_bytes(bytes(range(256)) * 8)
+    return paths
+
+
+@pytest.mark.parametrize(("table", "extra", "expected"), [
+    ("good", "data.options.features=[a,label]", "data.options.features lists the target column 'label'"),
+    ("one_class", "", "The target 'label' has one class only ('same')"),
+    ("floats", "data.task=multiclass", "needs class labels, but the target 'label' has fractional values"),
+    ("many", "data.task=multiclass", "The target 'label' has 30 classes in 60 rows"),
+    ("empty", "", "the file is empty."),
+    ("header", "", "'header.csv' has a header (3 columns) but no rows."),
+    ("binary", "", "Could not read 'binary.csv' as CSV: it is not utf-8 text"),
+    ("gaps", "data.impute=false", "has empty cells in b (9), and data.impute=false"),
+    ("good", "+data.options.sepp=x", "data.options.sepp is not an option of data=csv"),
+])
+def test_a_table_that_cannot_be_used_is_one_sentence_and_no_run(tmp_path: Path, table: str, extra: str,
+                                                                expected: str) -> None:
+    _bad_tables(tmp_path)
+    outputs = tmp_path / "outputs"
+    result = run_cli(["train", f"paths.output_dir={outputs}", *FAST, "data=csv", f"data.options.path={tmp_path}/"
+                      f"{table}.csv", "data.options.target=label", *extra.split()], cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert expected in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    if (outputs / "mlflow.db").exists():
+        client = MlflowClient(store_uri(outputs))
+        assert not client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert not (outputs / "runs").exists()
