@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from experiments.models.epoch_metrics import EpochOutputs, binary_scores
-from experiments.models.tasks import Predictor, predict, task_loss
+from experiments.models.tasks import predict, task_loss
 
 
 def test_binary_loss_is_bce_on_sigmoid_of_the_logit() -> None:
@@ -83,10 +83,18 @@ def test_binary_f1_is_zero_when_no_positive_is_predicted_or_present() -> None:
     assert float(scores["f1"]) == 0.0 and float(scores["acc"]) == 1.0
 
 
-def test_predictor_wraps_net_with_the_task_transform() -> None:
-    net = torch.nn.Linear(2, 1)
-    x = torch.randn(4, 2)
-    assert torch.allclose(Predictor(net, "binary")(x), torch.sigmoid(net(x)).squeeze(-1))
+def test_class_weights_make_the_loss_a_weighted_mean_over_samples() -> None:
+    logits, target = torch.tensor([[2.0], [-1.0], [0.5]]), torch.tensor([1, 0, 0])
+    weights = torch.tensor([1.0, 4.0])
+    each = torch.nn.functional.binary_cross_entropy_with_logits(logits.squeeze(-1), target.float(), reduction="none")
+    expected = (each * torch.tensor([4.0, 1.0, 1.0])).sum() / 6.0
+    assert torch.allclose(task_loss(logits, target, "binary", class_weights=weights), expected)
+    assert not torch.allclose(task_loss(logits, target, "binary"), expected)
+    scores = torch.randn(5, 3)
+    classes = torch.tensor([0, 1, 2, 2, 1])
+    three = torch.tensor([1.0, 2.0, 0.5])
+    assert torch.allclose(task_loss(scores, classes, "multiclass", class_weights=three),
+                          torch.nn.functional.cross_entropy(scores, classes, weight=three))
 
 
 @pytest.mark.parametrize(("dataset", "task"), [("seed_random", "binary"), ("iris", "multiclass"),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from experiments import choices
 
@@ -42,16 +41,3 @@ def predict(output: torch.Tensor, task: str) -> torch.Tensor:
 def main_metric(task: str) -> str:
     """The metric a gap is reported for besides the loss (higher is better)."""
     return choices.MAIN_SCORE[task]
-
-
-class Predictor(nn.Module):
-    """What gets logged to MLflow: the trained net plus the task's output transform, so a loaded
-    model returns probabilities (classification) or values (regression) directly."""
-
-    def __init__(self, net: nn.Module, task: str) -> None:
-        super().__init__()
-        self.net = net
-        self.task = task
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return predict(self.net(x), self.task)
