@@ -14,6 +14,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import mlflow
+import pandas as pd
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -64,7 +65,7 @@ def _evaluate_single_process(outputs: Path, checkpoint: Path) -> dict[str, float
     model_kwargs = OmegaConf.to_container(cfg.model, resolve=True)
     model_kwargs.pop("input_dim")
     net = build_mlp(datamodule.input_dim, datamodule.num_outputs, **model_kwargs)
-    module = ExperimentModule(net, task=datamodule.task, num_classes=max(datamodule.source.num_classes, 2),
+    module = ExperimentModule(net, **datamodule.target.training_settings(),
                               optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True))
     module.load_state_dict(torch.load(checkpoint, weights_only=False)["state_dict"])
     trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
@@ -130,8 +131,9 @@ def test_ddp_spawn_on_cpu_gives_one_correct_run(tmp_path: Path, outputs: Path) -
     # The model, trained in the spawned workers, is logged once by the launching process and loads.
     _, run = _only_run(outputs)
     mlflow.set_tracking_uri(store_uri(outputs))
-    model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
-    assert model(torch.rand(3, 8)).shape == (3,)
+    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    rows = pd.DataFrame(torch.rand(3, 8).numpy(), columns=[f"x{i}" for i in range(8)])
+    assert model.predict(rows).shape == (3, 3)  # prediction and two class probabilities per row
     # The learning curve, drawn by the rank-0 worker as its fit ends, reaches the run before it closes.
     client = MlflowClient(store_uri(outputs))
     assert [a.path for a in client.list_artifacts(run.info.run_id, "plots")] == ["plots/learning_curve.png"]

@@ -1,8 +1,8 @@
 """The preprocessing pipeline: scikit-learn transformers per column role, fitted on the training split.
 
-numeric     → SimpleImputer(median) → StandardScaler
+numeric     → SimpleImputer(mean: a gap becomes 0 after scaling) → StandardScaler
 categorical → SimpleImputer('missing') → as text → OneHotEncoder(unseen tolerated, rare grouped)
-datetime    → year, month, day, weekday, hour, days since 1970 → SimpleImputer(median) → StandardScaler
+datetime    → year, month, day, weekday, hour, days since 1970 → SimpleImputer(mean) → StandardScaler
 
 The fitted `ColumnTransformer` selects its columns by name, so any column order (and extra columns)
 give the same features; it travels inside the logged model (tracking/pyfunc_model.py).
@@ -63,7 +63,7 @@ def build_preprocessor(plan: ColumnPlan, impute: bool = True, standardize: bool 
     def numeric_steps() -> list[tuple[str, Any]]:
         steps: list[tuple[str, Any]] = []
         if impute:
-            steps.append(("impute", SimpleImputer(strategy="median", keep_empty_features=True)))
+            steps.append(("impute", SimpleImputer(strategy="mean", keep_empty_features=True)))
         steps.append(("scale", StandardScaler() if standardize else "passthrough"))
         return steps
 

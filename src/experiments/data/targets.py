@@ -45,13 +45,15 @@ class TargetEncoding:
         values = np.asarray(values)
         if self.task == "regression":
             return ((values.astype(np.float64) - self.mean) / self.std).astype(np.float32)
-        lookup = {_key(label): index for index, label in enumerate(self.classes)}
-        keys = [_key(v) for v in values]
-        unknown = sorted({k for k in keys if k not in lookup}, key=str)
-        if unknown:
+        import pandas as pd
+
+        # pandas matches by value across types (1 == 1.0, np.int64(1)) in one vectorized lookup.
+        codes = pd.Index(list(self.classes), dtype=object).get_indexer(pd.Index(values, dtype=object))
+        if (codes < 0).any():
+            unknown = sorted({_key(v) for v in values[codes < 0]}, key=str)
             raise UserError(f"{where or 'The data'} has labels the model never saw: {', '.join(map(str, unknown[:5]))}; "
                             f"known: {', '.join(map(str, self.classes[:20]))}.")
-        return np.fromiter((lookup[k] for k in keys), dtype=np.int64, count=len(keys))
+        return codes.astype(np.int64)
 
     def training_settings(self) -> dict[str, Any]:
         """What the training module needs to know of the target (keyword arguments of ExperimentModule)."""
