@@ -240,7 +240,9 @@ def test_a_table_that_cannot_be_used_is_one_sentence_and_no_run(tmp_path: Path, 
                                                                 expected: str) -> None:
     _bad_tables(tmp_path)
     outputs = tmp_path / "outputs"
-    result = run_cli(["train", f"paths.output_dir={outputs}", *FAST, "data=csv", f"data.options.path={tmp_path / (table + '.csv')}", "data.options.target=label", *extra.split()], cwd=tmp_path)
+    result = run_cli(["train", f"paths.output_dir={outputs}", *FAST, "data=csv",
+                      f"data.options.path={tmp_path / (table + '.csv')}", "data.options.target=label",
+                      *extra.split()], cwd=tmp_path)
     assert result.returncode == 2, result.stderr[-2000:]
     assert expected in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
