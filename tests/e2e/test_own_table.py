@@ -41,7 +41,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
     client = MlflowClient(store_uri(outputs))
     (run,) = client.search_runs([e.experiment_id for e in client.search_experiments() if e.name != "Default"])
     return {"root": root, "outputs": outputs, "csv": csv, "table": table, "run": run, "client": client,
-            "stdout": result.stdout, "uri": store_uri(outputs)}
+            "stdout": result.stdout, "stderr": result.stderr, "uri": store_uri(outputs)}
 
 
 def _test_rows(trained: dict) -> tuple[pd.DataFrame, object]:
@@ -64,6 +64,7 @@ def test_the_roles_are_printed_before_training_and_logged_with_the_run(trained: 
                  "signup       datetime", "label        target       binary, positive class 'buyer'"):
         assert line in out, out
     assert out.index("customer_id  dropped      ID-like") < out.index("val/loss")  # before the run's summary
+    assert "Tip:" not in out + trained["stderr"]  # no third-party advertisement in the console
     client, run = trained["client"], trained["run"]
     logged = Path(client.download_artifacts(run.info.run_id, "data/columns.txt", str(trained["root"]))).read_text()
     assert "colour       categorical" in logged
