@@ -12,7 +12,10 @@ from mlflow.utils import requirements_utils
 from experiments.tracking.run import _requirements_map_of
 
 
-def test_a_requirement_the_environment_does_not_meet_is_still_reported() -> None:
+def test_a_requirement_the_environment_does_not_meet_is_still_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As in a fresh process: an earlier model load in this test process may have filled MLflow's map.
+    monkeypatch.setattr(requirements_utils, "_MODULES_TO_PACKAGES", None)
+    monkeypatch.setattr(requirements_utils, "_PACKAGES_TO_MODULES", None)
     # MLflow's own loggers do not propagate to the root (pytest's caplog), so listen on the module's logger.
     logger = logging.getLogger(requirements_utils.__name__)
     warnings: list[str] = []
