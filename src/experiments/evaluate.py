@@ -7,8 +7,8 @@
 The model is evaluated by the same `test_step` and metrics as the training's test stage, so on the
 test split the numbers equal that stage's. A CSV (or Parquet) table goes through the run's logged
 pipeline: columns matched by name only (any order, extra ones ignored, a missing one refused), the
-preprocessing fitted on the run's training split, labels mapped to the run's classes. Results go to a new MLflow run, `eval-<run name>`, tagged `evaluates=RUN_ID`, in the
-source run's experiment: the source run keeps the test metrics of its training, and several
+preprocessing fitted on the run's training split, labels mapped to the run's classes. Results go to a
+new MLflow run, `eval-<run name>`, tagged `evaluates=RUN_ID`, in the source run's experiment: the source run keeps the test metrics of its training, and several
 evaluations (other data, other checkpoints) stay side by side.
 """
 
