@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 
 import pytest
 from mlflow.utils import requirements_utils
@@ -33,26 +31,6 @@ def test_a_requirement_the_environment_does_not_meet_is_still_reported(monkeypat
     assert any("torch (current: " in w and "required: torch==0.0.1" in w for w in warnings), warnings
     # The full map is built as usual for whoever asks next in this process (a user's own log_model).
     assert requirements_utils._MODULES_TO_PACKAGES is None
-
-
-def test_mlflow_pytorch_saves_and_loads_a_model_without_loading_the_standalone_pytorch_lightning(tmp_path) -> None:
-    # A fresh interpreter: this test process may have imported mlflow.pytorch (and pytorch_lightning) already.
-    script = """
-import sys, torch
-from experiments.tracking.mlflow_pytorch import import_mlflow_pytorch
-mlflow_pytorch = import_mlflow_pytorch()
-net = torch.nn.Sequential(torch.nn.Linear(3, 2))
-mlflow_pytorch.save_model(net, sys.argv[1], serialization_format="pickle", pip_requirements=["torch"])
-loaded = mlflow_pytorch.load_model(sys.argv[1])
-x = torch.ones(4, 3)
-assert torch.equal(loaded(x), net(x))
-print("pytorch_lightning loaded:", "pytorch_lightning" in sys.modules)
-import pytorch_lightning  # still importable afterwards, for whoever needs it
-"""
-    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "model")], check=False,
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "pytorch_lightning loaded: False" in done.stdout
 
 
 def test_the_run_stays_running_until_training_testing_and_model_logging_are_over(monkeypatch, compose_cfg,
