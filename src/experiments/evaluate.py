@@ -130,6 +130,7 @@ def csv_rows(model: Any, config: DictConfig, path: str, target: str | None) -> t
     """Features and encoded labels of a table's rows, prepared by the model's own pipeline (columns by
     name); rows without a label are left out, with a note."""
     from experiments.data.readers import read_table, recorded_reader_options
+    from experiments.data.targets import rows_with_a_target
 
     name = target or model.preparation.target.name
     frame = read_table(path, setting="csv", **recorded_reader_options(config.data))
@@ -138,10 +139,9 @@ def csv_rows(model: Any, config: DictConfig, path: str, target: str | None) -> t
     if name not in frame.columns:
         raise UserError(f"{where} has no label column {name!r}; name it with target=… (its columns are: "
                         f"{', '.join(map(str, frame.columns))}).")
-    labelled = frame[name].notna()
-    if not labelled.all():
-        print(f"note: {int((~labelled).sum())} rows without a label in {name!r} left out", file=sys.stderr)
-        frame = frame.loc[labelled].reset_index(drop=True)
+    frame, dropped = rows_with_a_target(frame, name)
+    if dropped:
+        print(dropped, file=sys.stderr)
     if frame.empty:
         raise UserError(f"{where} has no row with a label in {name!r}.")
     x = model.preparation.features(frame, where)

@@ -157,10 +157,17 @@ def plan_columns(frame: Any, options: dict[str, Any], target_note: str = "") -> 
     return plan
 
 
+def is_number(values: Any) -> bool:
+    """Numbers that are quantities: pandas counts booleans as numeric, this does not."""
+    import pandas as pd
+
+    return pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype)
+
+
 def _inferred_kind(column: Any) -> str:
     import pandas as pd
 
-    numeric = pd.api.types.is_numeric_dtype(column.dtype) and not pd.api.types.is_bool_dtype(column.dtype)
+    numeric = is_number(column)
     if pd.api.types.is_datetime64_any_dtype(column.dtype) or (not numeric and _looks_like_dates(column)):
         return "datetime"
     return "numeric" if numeric else "categorical"

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from experiments.data.columns import ColumnPlan, plan_columns
+from experiments.data.columns import ColumnPlan, is_number, plan_columns
 from experiments.data.loader import batch_loader
 from experiments.data.placement import (
     check_policy,
@@ -22,7 +22,7 @@ from experiments.data.preparation import TablePreparation, refuse_empty_cells
 from experiments.data.preprocessing import build_preprocessor
 from experiments.data.sources import RawTable, load_source, split_options
 from experiments.data.split import SplitArrays, fingerprint, split_rows
-from experiments.data.targets import fit_target
+from experiments.data.targets import fit_target, rows_with_a_target
 from experiments.errors import UserError
 
 
@@ -54,7 +54,10 @@ class TabularDataModule(pl.LightningDataModule):
         options = dict(options or {})
         raw: RawTable = load_source(dataset, options)
         self.fingerprint = fingerprint(raw.frame)
-        frame, self.notes = _rows_with_a_target(raw)
+        if raw.frame[raw.target].isna().all():
+            raise UserError(f"The target column {raw.target!r} has no values.")
+        frame, dropped = rows_with_a_target(raw.frame, raw.target)
+        self.notes = [dropped] if dropped else []
         target = frame[raw.target]
         task = raw.task_hint if task == "auto" and raw.task_hint != "auto" else task
         # The task and labels come from every row; statistics (scaling, class weights) from training rows only.
@@ -64,7 +67,7 @@ class TabularDataModule(pl.LightningDataModule):
         encoding = fit_target(target, rows[0], labels.task, positive_class, class_weight, standardize_target)
         _, column_options = split_options(dataset, options)
         note = encoding.describe()
-        if task == "auto" and raw.task_hint == "auto" and encoding.task == "multiclass" and pd_is_numeric(target):
+        if task == "auto" and raw.task_hint == "auto" and encoding.task == "multiclass" and is_number(target):
             note += f" (integer labels; data.task=regression if {raw.target!r} is a quantity)"
         plan: ColumnPlan = plan_columns(frame, {**column_options, "target": raw.target}, note)
         if not impute:
@@ -189,21 +192,3 @@ class TabularDataModule(pl.LightningDataModule):
             "fingerprint": self.fingerprint,
             **{f"n_{k}": v for k, v in self.arrays.sizes.items()},
         }
-
-
-def pd_is_numeric(values: Any) -> bool:
-    import pandas as pd
-
-    return pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype)
-
-
-def _rows_with_a_target(raw: RawTable) -> tuple[Any, list[str]]:
-    """Rows whose target is empty cannot teach or score anything: dropped, with a note of how many."""
-    missing = raw.frame[raw.target].isna()
-    dropped = int(missing.sum())
-    if dropped == len(raw.frame):
-        raise UserError(f"The target column {raw.target!r} has no values.")
-    if not dropped:
-        return raw.frame, []
-    frame = raw.frame.loc[~missing].reset_index(drop=True)
-    return frame, [f"note: {dropped} row{'s' if dropped > 1 else ''} with an empty target {raw.target!r} left out"]

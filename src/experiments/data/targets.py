@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from experiments.data.columns import is_number
 from experiments.errors import UserError
 
 # An integer target with at most this many values (or 5% of the rows) is read as class labels.
@@ -86,13 +87,22 @@ def _integer_like(values: Any) -> bool:
     return bool(np.all(np.equal(np.mod(values.astype(np.float64), 1), 0)))
 
 
+def rows_with_a_target(frame: Any, name: str) -> tuple[Any, str | None]:
+    """Rows whose target is empty cannot teach or score anything: left out, with a note of how many."""
+    missing = frame[name].isna()
+    dropped = int(missing.sum())
+    if not dropped:
+        return frame, None
+    note = f"note: {dropped} row{'s' if dropped > 1 else ''} with an empty target {name!r} left out"
+    return frame.loc[~missing].reset_index(drop=True), note
+
+
 def infer_task(target: Any) -> str:
     """Text, booleans and integers with few values are classes; any other number is a quantity."""
-    import pandas as pd
 
     values = target.dropna()
     distinct = values.unique()
-    if not pd.api.types.is_numeric_dtype(values.dtype) or pd.api.types.is_bool_dtype(values.dtype):
+    if not is_number(values):
         return "binary" if len(distinct) == 2 else "multiclass"
     if _integer_like(np.asarray(distinct)) and len(distinct) <= max(MAX_AUTO_CLASSES, int(0.05 * len(values))):
         return "binary" if len(distinct) == 2 else "multiclass"
@@ -110,13 +120,12 @@ def _sorted_labels(values: Any) -> list[Any]:
 def fit_target(target: Any, train_rows: np.ndarray, task: str, positive_class: Any = None,
                class_weight: Any = None, standardize: bool = True) -> TargetEncoding:
     """Settle the task and learn the encoding; the target must have no missing values left."""
-    import pandas as pd
 
     name = str(target.name)
     n_rows = len(target)
     if task == "auto":
         task = infer_task(target)
-    numeric = pd.api.types.is_numeric_dtype(target.dtype) and not pd.api.types.is_bool_dtype(target.dtype)
+    numeric = is_number(target)
     if task == "regression":
         if not numeric:
             raise UserError(f"data.task='regression' needs a numeric target, but {name!r} holds text or booleans "
