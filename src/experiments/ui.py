@@ -15,6 +15,9 @@ from experiments.paths import project_root
 from experiments.tracking.store import artifact_root_for, resolve_tracking_uri, ui_url
 
 
+JOB_EXECUTION_ENV = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"
+
+
 def refuse_busy_port(host: str, port: int) -> None:
     """Bind the address the server will listen on, and let it go: the server itself would print its
     bind error and still exit 0 after this command has shown the URL of whatever else holds the port."""
@@ -54,7 +57,12 @@ def main(argv: list[str]) -> int:
     if artifacts:
         command += ["--default-artifact-root", artifacts]
     print(f"MLflow UI for {uri}\n  {ui_url(uri, host=args.host, port=args.port)}   (Ctrl-C to stop)", flush=True)
+    # MLflow's job runner and its huey consumers serve GenAI features (judges, scorers) this project never
+    # calls: with them the UI is ~11 processes and ~2.3 GB, without them 2 and ~0.5 GB. The user's own
+    # setting of the variable wins.
+    env = {**os.environ}
+    env.setdefault(JOB_EXECUTION_ENV, "false")
     try:
-        return subprocess.call(command)
+        return subprocess.call(command, env=env)
     except KeyboardInterrupt:
         return 0

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -42,7 +43,13 @@ def test_on_a_free_port_the_ui_serves_the_store(tmp_path: Path) -> None:
                           stderr=subprocess.DEVNULL, text=True, start_new_session=True)
     try:
         wait_for_http(f"http://127.0.0.1:{port}/health", ui, 180)
+        time.sleep(3)  # MLflow starts its job runner beside the server; give it time to show
+        processes = subprocess.run(["ps", "-s", str(ui.pid), "-o", "rss=,args="], capture_output=True,
+                                   text=True, check=True).stdout.splitlines()
     finally:
         os.killpg(ui.pid, signal.SIGTERM)
         out, _ = ui.communicate(timeout=30)
     assert f"http://127.0.0.1:{port}" in out
+    # Only the UI: no job runner or huey consumers for GenAI features, a fraction of their memory.
+    assert not [line for line in processes if "mlflow.server.jobs" in line or "huey" in line], processes
+    assert sum(int(line.split()[0]) for line in processes) < 1024 * 1024, processes  # KiB: under 1 GiB
