@@ -118,6 +118,17 @@ def test_early_stopping_stops_early_and_restores_the_best_epoch(study: Study) ->
         assert m["val/loss"] > m["val/loss_best"]
 
 
+def test_the_charts_hold_per_epoch_curves_and_one_off_values_sit_at_step_zero(study: Study) -> None:
+    """The UI draws a metric with several steps as a curve: only per-epoch series may have them."""
+    for run in study.runs:
+        epochs = len(study.gap_history(run))
+        for key in run.data.metrics:
+            steps = sorted(m.step for m in study.client.get_metric_history(run.info.run_id, key))
+            assert steps in ([0], list(range(epochs))), (run.info.run_name, key, steps)
+            if key.startswith(("test/", "early_stopping/")):
+                assert steps == [0], (run.info.run_name, key, steps)
+
+
 def _read_csv(path: Path) -> list[dict[str, str]]:
     with path.open() as handle:
         return list(csv.DictReader(handle))

@@ -85,11 +85,12 @@ class EarlyStopping(LightningEarlyStopping):
                            f"({self.monitor}={float(self.best_score):.4f}).")
         if trainer.logger is not None and trainer.is_global_zero:
             last = trainer.current_epoch - 1 if trainer.current_epoch > 0 else 0
+            # One-off values at step 0: the UI lists them with the run, not as curves against epochs.
             trainer.logger.log_metrics(
                 {"early_stopping/best_epoch": float(self.best_epoch),
                  "early_stopping/stopped_epoch": float(self.stopped_epoch or last),
                  "early_stopping/restored": float(self.restore_best_weights and self._best_state is not None)},
-                step=last,
+                step=0,
             )
 
     def state_dict(self) -> dict[str, Any]:
