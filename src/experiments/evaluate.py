@@ -22,6 +22,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from experiments.arguments import key_values
 from experiments.errors import UserError, instantiated
 from experiments.paths import project_root
 from experiments.tracking.lookup import find_run, find_trained_run, open_store, recorded_config, run_label
@@ -43,12 +44,7 @@ class Source:
 
 
 def parse_args(argv: list[str]) -> dict[str, str]:
-    values: dict[str, str] = {}
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep or key not in KEYS or not value:
-            raise UserError(f"experiments eval takes key=value arguments with keys {', '.join(KEYS)}; got {arg!r}.")
-        values[key] = value
+    values = key_values("eval", argv, KEYS)
     if ("run_id" in values) == ("ckpt_path" in values):
         raise UserError("experiments eval needs exactly one of run_id=… (a run's logged model) or ckpt_path=….")
     if "target" in values and "csv" not in values:

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from experiments.arguments import key_values
 from experiments.errors import UserError
 from experiments.paths import project_root
 
@@ -24,13 +25,7 @@ _CSV = (".csv", ".tsv", ".txt", ".gz", ".bz2", ".xz", ".zip")
 
 
 def parse_args(argv: list[str]) -> dict[str, str]:
-    values: dict[str, str] = {}
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep or key not in KEYS or not value:
-            raise UserError(f"experiments predict takes key=value arguments with keys {', '.join(KEYS)}; "
-                            f"got {arg!r}.")
-        values[key] = value
+    values = key_values("predict", argv, KEYS)
     missing = [key for key in ("run_id", "input") if key not in values]
     if missing:
         raise UserError(f"experiments predict needs {' and '.join(f'{k}=…' for k in missing)}, "

@@ -161,6 +161,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--output-dir", default=None,
                         help="where the new run dir goes (default: the original's output dir, else outputs/)")
     args = parser.parse_args(argv)
+    if not args.run_id.strip():
+        raise UserError("The run id is empty; give the MLflow run to reproduce, e.g. experiments reproduce RUN_ID.")
     if args.tolerance < 0 or math.isnan(args.tolerance):
         raise UserError(f"--tolerance must be a number >= 0, got {args.tolerance}.")
 

@@ -11,6 +11,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from experiments import choices
+from experiments.arguments import refuse_empty
 from experiments.errors import UserError
 
 
@@ -36,6 +37,8 @@ def _is_whole(value: Any) -> bool:
 def validate_config(cfg: DictConfig) -> None:
     """Refuse values that would fail deep inside training with a confusing traceback."""
     _check_complete(cfg)
+    for key in ("resume", "ckpt_path"):  # `resume=` would otherwise train a new run from scratch
+        refuse_empty(key, cfg.get(key))
     _validate_model(cfg.model)
     if not _is_whole(cfg.seed):
         raise UserError(f"seed must be a whole number, got {cfg.seed!r}.")

@@ -129,6 +129,7 @@ def test_bad_checkpoints_and_unknown_runs_are_one_clear_line(trained: dict, tmp_
             f"MLflow run {run_id!r} is not in the store {store_uri(other_store)}",
         f"ckpt_path={trained['best']} tracking_uri={store_uri(other_store)}":
             f"belongs to MLflow run {run_id} of the store {store_uri(trained['outputs'])}, which is not in the store",
+        "run_id=": "run_id= is empty; give it a value (run_id=RUN_ID) or leave it out.",
         "model=x": "experiments eval takes key=value arguments with keys run_id, ckpt_path",
     }
     home = f"tracking_uri={store_uri(trained['outputs'])}"  # never the project's own store

@@ -96,6 +96,10 @@ def test_unknown_run_and_missing_store_are_one_clear_line(tmp_path: Path, output
         f"error: MLflow run '0123456789abcdef' is not in the store {store_uri(outputs)}; check the id, or pass "
         "the store it was logged to with --tracking-uri (or MLFLOW_TRACKING_URI)."
     )
+    empty = run_cli(["reproduce", "", "--tracking-uri", store_uri(outputs)], cwd=tmp_path)
+    assert empty.returncode == 2
+    assert empty.stderr.strip() == (
+        "error: The run id is empty; give the MLflow run to reproduce, e.g. experiments reproduce RUN_ID.")
     missing = run_cli(["reproduce", "0123456789abcdef", "--tracking-uri", store_uri(tmp_path / "nowhere")],
                       cwd=tmp_path)
     assert missing.returncode == 2

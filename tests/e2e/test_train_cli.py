@@ -129,6 +129,9 @@ def test_nan_loss_fails_the_run_with_a_clear_message(tmp_path: Path, outputs: Pa
         ("monitor=val/los", "monitor='val/los' is not a metric of a binary task; choose one of: val/loss,"),
         ("data=diabetes monitor=val/acc", "monitor='val/acc' is not a metric of a regression task"),
         ("logger.tracking_uri=htp://localhost:5000", "logger.tracking_uri='htp://localhost:5000' is not a store"),
+        # An empty value is a slip: never a fresh run from scratch.
+        ("resume=", "resume= is empty; give it a value (resume=RUN_ID) or leave it out."),
+        ("ckpt_path=", "ckpt_path= is empty; give it a value (ckpt_path=PATH) or leave it out."),
         ("paths.output_dir=/proc/nope", "No such file or directory: '/proc/nope'; paths.output_dir=… sets"),
         # A data module's own refusal, not wrapped in Hydra's instantiation error.
         ("data=csv data.options.path=missing.csv data.options.target=y",
