@@ -6,7 +6,6 @@ from collections.abc import Sequence
 
 from experiments.errors import UserError
 
-
 EXAMPLES = {"resume": "RUN_ID", "run_id": "RUN_ID", "ckpt_path": "PATH", "csv": "FILE", "input": "FILE",
             "output": "FILE", "target": "COLUMN", "tracking_uri": "URI"}
 

@@ -14,7 +14,6 @@ from experiments.errors import UserError
 from experiments.paths import project_root
 from experiments.tracking.store import artifact_root_for, resolve_tracking_uri, ui_url
 
-
 JOB_EXECUTION_ENV = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"
 
 
