@@ -56,33 +56,6 @@ class _NoAdvertisements(logging.Filter):
         return not str(record.getMessage()).startswith("💡 Tip")
 
 
-# Lightning spends roughly a millisecond of Python per training item (hooks, fetcher, batch transfer,
-# logger connector); an item of ~0.25 s of compute makes that well under 1 % (measured on `large`:
-# one 65 ms step per item left 1.3 % of its epoch to that machinery), while the progress bar, which
-# counts optimizer steps, still moves a few times a second. Step time is estimated as a fixed per-step
-# cost plus 6 FLOPs per parameter per sample (forward + backward + update) at a CPU rate (measured on
-# the 2-core maintainers' machine: ~110 GFLOP/s for 1024-wide layers, ~45 for 256-wide ones).
-_ITEM_TARGET_S = 0.25
-_STEP_FIXED_S = 0.0003
-_FLOPS_PER_S = 100e9
-
-
-def choose_steps_per_item(requested: int | str, n_params: int, batch_size: int, steps_per_epoch: int,
-                          world_size: int, counts_batches: bool = False) -> int:
-    """How many optimizer steps one Lightning training item carries (`auto`: enough for ~0.25 s).
-
-    Always 1 under DDP: every step's forward must pass through the DDP wrapper that syncs gradients.
-    Always 1 when a trainer setting counts training batches (`limit_train_batches`, a step-based
-    `val_check_interval`): Lightning counts items, so an item must be one batch for those to mean batches.
-    """
-    if world_size > 1 or counts_batches:
-        return 1
-    if requested != "auto":
-        return max(1, int(requested))
-    step_s = _STEP_FIXED_S + 6 * n_params * batch_size / _FLOPS_PER_S
-    return max(1, min(steps_per_epoch, round(_ITEM_TARGET_S / step_s)))
-
-
 # Evaluation keeps no gradients, so few large batches cost least, until one batch's activations outgrow
 # the CPU's caches: a 30,000-row pass of the 1024-wide `large` net took 0.60 s in batches of 2048 rows and
 # 0.74 s in batches of 8192 on the 2-core maintainers' machine (in one batch, the way a hand-written loop

@@ -65,7 +65,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
     from experiments.runtime import (
         apply_threads,
         choose_eval_batch_size,
-        choose_steps_per_item,
         choose_threads,
         quiet_lightning_warnings,
         resume_gc_after_startup,
@@ -109,19 +108,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
         tags.update(join_sweep_parent(cfg))  # in a sweep: a child of its parent run, in the parent's store
         logger = build_logger(cfg, run_name_for(cfg), tags)
-    trainer_cfg = OmegaConf.create({k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items()
-                                    if not k.startswith("gradient_clip")})
+    trainer_cfg = OmegaConf.create(OmegaConf.to_container(cfg.trainer, resolve=True))
     callbacks = _one_progress_switch(trainer_cfg, callbacks)
     from experiments.checkpoint_io import ThrottledCheckpointIO
 
     plugins = [ThrottledCheckpointIO(float(cfg.get("checkpoint_every_s", 0)))]
     trainer: pl.Trainer = build_trainer(trainer_cfg, callbacks, logger or False, plugins)  # hardware + launch checks
-    # Lightning counts items where these settings speak of batches: give it one batch per item then.
-    counts_batches = trainer.limit_train_batches != 1.0 or trainer.val_check_interval != 1.0
     datamodule.eval_batch_size = choose_eval_batch_size(cfg.data.get("eval_batch_size", "auto"),
                                                         widest_layer(datamodule.input_dim, cfg.model.hidden_dims))
-    datamodule.steps_per_item = choose_steps_per_item(cfg.steps_per_item, n_params, cfg.data.batch_size,
-                                                      datamodule.steps_per_epoch, trainer.world_size, counts_batches)
 
     if trainer.is_global_zero:
         print(datamodule.report(), flush=True)  # what became of each column, before any epoch
@@ -187,10 +181,6 @@ def _training_module(cfg: DictConfig, net: Any, datamodule: Any) -> Any:
         regularization=OmegaConf.to_container(cfg.regularization, resolve=True),  # type: ignore[arg-type]
         monitor=cfg.monitor,
         monitor_mode=cfg.monitor_mode,
-        batch_size=cfg.data.batch_size,
-        # Clipping happens in the module's own optimization step; Lightning refuses it with manual optimization.
-        gradient_clip_val=cfg.trainer.get("gradient_clip_val"),
-        gradient_clip_algorithm=cfg.trainer.get("gradient_clip_algorithm") or "norm",
     )
 
 

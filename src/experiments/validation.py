@@ -42,10 +42,9 @@ def validate_config(cfg: DictConfig) -> None:
     _validate_model(cfg.model)
     if not _is_whole(cfg.seed):
         raise UserError(f"seed must be a whole number, got {cfg.seed!r}.")
-    for key in ("threads", "steps_per_item"):
-        value = cfg.get(key, "auto")
-        if value != "auto" and (not _is_whole(value) or value < 1):
-            raise UserError(f"{key} must be a positive whole number or 'auto', got {value!r}.")
+    threads = cfg.get("threads", "auto")
+    if threads != "auto" and (not _is_whole(threads) or threads < 1):
+        raise UserError(f"threads must be a positive whole number or 'auto', got {threads!r}.")
     max_epochs = (cfg.get("trainer") or {}).get("max_epochs")
     if max_epochs is not None and (not _is_whole(max_epochs) or (max_epochs < 1 and max_epochs != -1)):
         raise UserError(f"trainer.max_epochs must be a positive whole number (or -1 for no limit), "
@@ -95,12 +94,6 @@ def validate_config(cfg: DictConfig) -> None:
     every = cfg.get("checkpoint_every_s", 0)
     if not isinstance(every, (int, float)) or isinstance(every, bool) or every < 0:
         raise UserError(f"checkpoint_every_s must be a number of seconds >= 0 (0 = every epoch), got {every!r}.")
-    accumulate = (cfg.get("trainer") or {}).get("accumulate_grad_batches", 1)
-    if accumulate not in (None, 1):
-        raise UserError(
-            f"trainer.accumulate_grad_batches={accumulate!r} is not supported: the module steps the optimizer "
-            "itself (several steps per Lightning item); raise data.batch_size for larger batches instead."
-        )
     _validate_early_stopping((cfg.get("callbacks") or {}).get("early_stopping"))
     if cfg.get("logger") is not None:
         _validate_tracking_uri(cfg.logger.get("tracking_uri"))

@@ -1,11 +1,13 @@
-"""Training controls wired through the module's own optimization step: schedulers, gradient clipping,
-the seed's loss-threshold stop, and grouped steps giving the same result as one step per item."""
+"""Training controls under Lightning's own loop: a user's callbacks and Trainer flags (gradient hooks,
+accumulation, max_steps, limit_train_batches, clipping), schedulers and the seed's loss-threshold stop."""
 
 from __future__ import annotations
 
 import io
 from contextlib import redirect_stdout
+from typing import ClassVar
 
+import lightning.pytorch as pl
 import pytest
 import torch
 
@@ -42,23 +44,43 @@ def _final_weights(monkeypatch: pytest.MonkeyPatch, compose_cfg, overrides: list
     return _run_end(monkeypatch, compose_cfg, overrides)["weights"]
 
 
-def test_grouped_steps_train_exactly_like_one_step_per_item(monkeypatch: pytest.MonkeyPatch, compose_cfg) -> None:
-    grouped = _final_weights(monkeypatch, compose_cfg, ["trainer.max_epochs=3", "steps_per_item=auto"])
-    single = _final_weights(monkeypatch, compose_cfg, ["trainer.max_epochs=3", "steps_per_item=1"])
-    assert torch.equal(grouped, single)
+class GradientWatcher(pl.Callback):
+    """A user's callback, added from the command line, that watches gradients and optimizer steps."""
+
+    seen: ClassVar[dict[str, int]] = {}
+
+    def on_after_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        GradientWatcher.seen["backward"] = GradientWatcher.seen.get("backward", 0) + 1
+        assert all(p.grad is not None for p in pl_module.parameters())
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer) -> None:
+        GradientWatcher.seen["steps"] = GradientWatcher.seen.get("steps", 0) + 1
 
 
-def test_max_steps_ends_training_mid_item_at_exactly_that_step(monkeypatch: pytest.MonkeyPatch, compose_cfg) -> None:
-    """`trainer.max_steps=3` is three optimizer steps, although one grouped item carries a whole epoch's."""
-    grouped = _run_end(monkeypatch, compose_cfg, ["trainer.max_steps=3", "steps_per_item=auto"])
-    single = _run_end(monkeypatch, compose_cfg, ["trainer.max_steps=3", "steps_per_item=1"])
-    assert grouped["steps"] == single["steps"] == 3  # an epoch here is 5 steps
-    assert torch.equal(grouped["weights"], single["weights"])
+WATCHER = [f"+callbacks.watcher._target_={__name__}.GradientWatcher"]
 
 
-def test_limit_train_batches_counts_batches_not_grouped_items(monkeypatch: pytest.MonkeyPatch, compose_cfg) -> None:
-    run = _run_end(monkeypatch, compose_cfg, ["trainer.max_epochs=3", "+trainer.limit_train_batches=2",
-                                              "steps_per_item=auto"])
+def test_a_users_gradient_callback_sees_every_backward_and_step(monkeypatch: pytest.MonkeyPatch,
+                                                                compose_cfg) -> None:
+    GradientWatcher.seen.clear()
+    run = _run_end(monkeypatch, compose_cfg, ["trainer.max_epochs=2", *WATCHER])
+    assert GradientWatcher.seen == {"backward": 10, "steps": 10} and run["steps"] == 10  # 5 batches an epoch
+
+
+def test_accumulated_gradients_step_the_optimizer_every_n_batches(monkeypatch: pytest.MonkeyPatch,
+                                                                  compose_cfg) -> None:
+    GradientWatcher.seen.clear()
+    accumulated = _run_end(monkeypatch, compose_cfg, ["trainer.max_epochs=2", "+trainer.accumulate_grad_batches=2",
+                                                      *WATCHER])
+    assert GradientWatcher.seen == {"backward": 10, "steps": 6}  # batches 2, 4 and the epoch's last
+    assert accumulated["steps"] == 6
+    plain = _run_end(monkeypatch, compose_cfg, ["trainer.max_epochs=2"])
+    assert not torch.allclose(accumulated["weights"], plain["weights"])
+
+
+def test_max_steps_and_limit_train_batches_count_batches(monkeypatch: pytest.MonkeyPatch, compose_cfg) -> None:
+    assert _run_end(monkeypatch, compose_cfg, ["trainer.max_steps=3"])["steps"] == 3  # an epoch here is 5 steps
+    run = _run_end(monkeypatch, compose_cfg, ["trainer.max_epochs=3", "+trainer.limit_train_batches=2"])
     assert run["steps"] == 3 * 2
 
 
@@ -82,14 +104,8 @@ def _train_bar_per_epoch(monkeypatch: pytest.MonkeyPatch, compose_cfg, overrides
     return seen
 
 
-def test_progress_bar_counts_optimizer_steps_when_an_item_carries_several(monkeypatch: pytest.MonkeyPatch,
-                                                                          compose_cfg) -> None:
-    # One grouped item carries the whole 5-step epoch here; the bar still reads 5/5, as with one step per item.
-    grouped = _train_bar_per_epoch(monkeypatch, compose_cfg, ["trainer.max_epochs=2", "steps_per_item=auto"])
-    single = _train_bar_per_epoch(monkeypatch, compose_cfg, ["trainer.max_epochs=2", "steps_per_item=1"])
-    assert grouped == single == [(5, 5), (5, 5)]
-    # An epoch cut short by `trainer.max_steps` shows the steps it will run.
-    assert _train_bar_per_epoch(monkeypatch, compose_cfg, ["trainer.max_steps=3", "steps_per_item=auto"]) == [(3, 3)]
+def test_progress_bar_counts_the_epochs_batches(monkeypatch: pytest.MonkeyPatch, compose_cfg) -> None:
+    assert _train_bar_per_epoch(monkeypatch, compose_cfg, ["trainer.max_epochs=2"]) == [(5, 5), (5, 5)]
 
 
 def test_step_scheduler_lowers_the_learning_rate_each_epoch(monkeypatch: pytest.MonkeyPatch, compose_cfg) -> None:
@@ -106,6 +122,24 @@ def test_step_scheduler_lowers_the_learning_rate_each_epoch(monkeypatch: pytest.
     _train(compose_cfg, ["trainer.max_epochs=3", "scheduler=step", "scheduler.step_size=1", "scheduler.gamma=0.5",
                          "optimizer.lr=0.1"])
     assert rates == pytest.approx([0.05, 0.025, 0.0125])
+
+
+def test_plateau_scheduler_reads_the_monitored_metric(monkeypatch: pytest.MonkeyPatch, compose_cfg) -> None:
+    """Lightning steps it after each validation with `monitor`: in max mode a falling val/loss is no progress."""
+    from experiments.models import module as module_file
+
+    rates: list[float] = []
+    original = module_file.ExperimentModule.on_train_epoch_end
+
+    def record(self):  # type: ignore[no-untyped-def]
+        original(self)
+        rates.append(self.optimizers().optimizer.param_groups[0]["lr"])
+
+    monkeypatch.setattr(module_file.ExperimentModule, "on_train_epoch_end", record)
+    _train(compose_cfg, ["trainer.max_epochs=4", "scheduler=plateau", "scheduler.patience=0", "scheduler.factor=0.5",
+                         "optimizer.lr=0.01", "monitor_mode=max"])
+    # Recorded before Lightning steps the scheduler for that epoch: the first epoch sets the best value.
+    assert rates == pytest.approx([0.01, 0.01, 0.005, 0.0025])
 
 
 def test_gradient_clipping_from_the_trainer_config_changes_training(monkeypatch: pytest.MonkeyPatch,

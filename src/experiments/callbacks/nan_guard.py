@@ -13,19 +13,42 @@ class NonFiniteLossError(RuntimeError):
 
 
 class NanGuard(pl.Callback):
-    """Checks the step loss every `check_every` steps (a host sync each time, so not every step by default
-    on long runs; the seed-sized runs check every step)."""
+    """Reads the losses every `check_every` batches (a host sync each time). Between reads the first
+    non-finite batch of the epoch is noted on the device, so the stop always names that batch."""
 
     def __init__(self, check_every: int = 1) -> None:
         self.check_every = max(1, int(check_every))
+        self._first_bad: torch.Tensor | None = None  # the epoch's first batch with a non-finite loss, else -1
+        self._last_loss = torch.zeros(())
+        self._epoch = 0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._first_bad = None
+        self._epoch = trainer.current_epoch  # by the end of fitting Lightning has counted one more
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        if batch_idx % self.check_every:
-            return
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if loss is not None and not torch.isfinite(loss).all():
+        if loss is None:
+            return
+        bad = ~torch.isfinite(loss.detach()).all()
+        if self._first_bad is None:
+            self._first_bad = torch.full((), -1, dtype=torch.long, device=loss.device)
+        self._first_bad = torch.where(bad & (self._first_bad < 0), batch_idx, self._first_bad)
+        self._last_loss = loss.detach()
+        if (batch_idx + 1) % self.check_every == 0 or batch_idx + 1 >= trainer.num_training_batches:
+            self._check(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._check(trainer)  # `trainer.max_steps` may end an epoch between two reads
+
+    def _check(self, trainer: pl.Trainer) -> None:
+        first = int(self._first_bad) if self._first_bad is not None else -1
+        if first >= 0:
+            last = float(self._last_loss)
+            value = str(last) if not torch.isfinite(torch.tensor(last)) else "non-finite"
             raise NonFiniteLossError(
-                f"Training loss became {float(loss)} at epoch {trainer.current_epoch}, step {trainer.global_step}: "
-                "lower optimizer.lr, clip gradients (trainer.gradient_clip_val=1.0) or try another optimizer."
+                f"Training loss became {value} at epoch {self._epoch}, batch {first} (the first batch "
+                "whose loss was not finite): lower optimizer.lr, clip gradients (trainer.gradient_clip_val=1.0) "
+                "or try another optimizer."
             )

@@ -105,7 +105,6 @@ class TabularDataModule(pl.LightningDataModule):
             self._tensors["train_eval"] = TensorDataset(train_x[keep], train_y[keep])
         else:
             self._tensors["train_eval"] = self._tensors["train"]
-        self.steps_per_item = 1  # optimizer steps per training item; set by train() for small models
         self._loader_tensors = self._tensors  # replaced by device copies in `setup` when they fit
 
     @property
@@ -165,7 +164,7 @@ class TabularDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         return batch_loader(self._loader_tensors["train"], self.batch_size, shuffle=True, seed=self.shuffle_seed,
-                            steps_per_item=self.steps_per_item, **self._shard())
+                            **self._shard())
 
     def val_dataloader(self) -> list[DataLoader]:
         """Validation split first; then the training split again, evaluated in eval mode so the

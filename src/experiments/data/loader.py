@@ -25,13 +25,10 @@ class ShuffledBatches(DistributedSampler):
     """
 
     def __init__(self, num_samples: int, batch_size: int, shuffle: bool, seed: int = 0, num_replicas: int = 1,
-                 rank: int = 0, equal_steps: bool = True, steps_per_item: int = 1) -> None:
+                 rank: int = 0, equal_steps: bool = True) -> None:
         super().__init__(range(num_samples), num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
         self.dataset_size = num_samples
         self.batch_size = batch_size
-        # On one device, several consecutive batches may travel as one item (the module splits them
-        # again): the same batches in the same order, with Lightning's per-step cost paid once per item.
-        self.steps_per_item = steps_per_item if num_replicas == 1 else 1
         # Training needs a batch on every rank at every step; when the last step holds fewer samples than
         # ranks, the empty ranks repeat a sample. Evaluation skips instead, so no sample counts twice.
         self.equal_steps = equal_steps
@@ -44,7 +41,7 @@ class ShuffledBatches(DistributedSampler):
     def __iter__(self) -> Iterator[torch.Tensor]:
         order = self._global_order()
         if self.num_replicas == 1:
-            yield from order.split(self.batch_size * self.steps_per_item)
+            yield from order.split(self.batch_size)
             return
         for step in order.split(self.batch_size * self.num_replicas):
             share = step.tensor_split(self.num_replicas)[self.rank]
@@ -56,8 +53,7 @@ class ShuffledBatches(DistributedSampler):
 
     def __len__(self) -> int:
         if self.num_replicas == 1:
-            per_item = self.batch_size * self.steps_per_item
-            return (self.dataset_size + per_item - 1) // per_item
+            return (self.dataset_size + self.batch_size - 1) // self.batch_size
         step = self.batch_size * self.num_replicas
         steps = (self.dataset_size + step - 1) // step
         last = self.dataset_size - (steps - 1) * step if steps else 0
@@ -67,10 +63,10 @@ class ShuffledBatches(DistributedSampler):
 
 
 def batch_loader(dataset: TensorDataset, batch_size: int, shuffle: bool, seed: int, num_replicas: int = 1,
-                 rank: int = 0, equal_steps: bool = True, steps_per_item: int = 1) -> DataLoader:
+                 rank: int = 0, equal_steps: bool = True) -> DataLoader:
     """`batch_size=None` turns off auto-batching: the sampler hands out whole batches of indices
     and TensorDataset indexes them in one go. `batch_size` is per rank, as in Lightning."""
-    sampler = ShuffledBatches(len(dataset), batch_size, shuffle, seed, num_replicas, rank, equal_steps, steps_per_item)
+    sampler = ShuffledBatches(len(dataset), batch_size, shuffle, seed, num_replicas, rank, equal_steps)
     # Its own generator: creating an iterator draws a worker base seed, which would otherwise advance the
     # global RNG that dropout and input noise use, and a resumed run creates its first iterator earlier.
     return DataLoader(dataset, batch_size=None, sampler=sampler, generator=torch.Generator().manual_seed(seed))

@@ -35,21 +35,10 @@ class ExperimentModule(pl.LightningModule):
         regularization: dict[str, Any] | None = None,
         monitor: str = "val/loss",
         monitor_mode: str = "min",
-        batch_size: int = 32,
-        gradient_clip_val: float | None = None,
-        gradient_clip_algorithm: str = "norm",
         class_weights: list[float] | tuple[float, ...] | None = None,
         target_scale: tuple[float, float] | None = None,
     ) -> None:
         super().__init__()
-        # Manual optimization: one training item may hold several consecutive batches (see
-        # ShuffledBatches.steps_per_item), each its own optimizer step, so small models do not pay
-        # Lightning's per-step machinery for every 32-sample step. With one batch per item this is
-        # exactly the automatic loop: zero_grad, backward, clip, step.
-        self.automatic_optimization = False
-        self.batch_size = batch_size
-        self.gradient_clip_val = gradient_clip_val
-        self.gradient_clip_algorithm = gradient_clip_algorithm
         self.net = net
         self.task = task
         self.optimizer_cfg = dict(optimizer)
@@ -85,57 +74,17 @@ class ExperimentModule(pl.LightningModule):
         penalty = weight_penalty(self.net, self.l1, self.l2)
         return loss if penalty is None else loss + penalty
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        optimizer = self.optimizers()
-        xs, ys = batch
-        batches = list(zip(xs.split(self.batch_size), ys.split(self.batch_size)))
-        plain = self._plain_precision()
-        max_steps = self.trainer.max_steps
-        losses = []
-        for x, y in batches:
-            if losses and 0 < max_steps <= self.trainer.global_step:
-                break  # a grouped item stops where `trainer.max_steps` does (Lightning checks between items)
-            loss = self._objective(x, y)
-            if plain:
-                self._plain_step(optimizer.optimizer, loss)
-            else:  # Lightning's own path: mixed precision, DDP gradient sync, per-step hooks
-                optimizer.zero_grad(set_to_none=True)
-                self.manual_backward(loss)
-                if self.gradient_clip_val:
-                    self.clip_gradients(optimizer, self.gradient_clip_val, self.gradient_clip_algorithm)
-                optimizer.step()
-            if self.max_norm > 0:
-                apply_max_norm(self.net, self.max_norm)
-            losses.append(loss.detach())
-        # Summed on-device and read once per epoch: no host sync per step, one add per item.
-        total = torch.stack(losses).sum() if len(losses) > 1 else losses[0]
-        self._objective_sum += total
-        self._objective_steps += len(losses)
-        return {"loss": total}  # NanGuard checks it: a NaN in any step of the item shows in the sum
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        loss = self._objective(x, y)
+        # Summed on-device and read once per epoch: no host sync per step.
+        self._objective_sum += loss.detach()
+        self._objective_steps += 1
+        return loss
 
-    def _plain_precision(self) -> bool:
-        """Full precision on one device: backward and step need none of Lightning's wrapping, which
-        costs about a millisecond per step (measured: 2% of the `large` benchmark)."""
-        from lightning.pytorch.plugins.precision import Precision
-
-        return type(self.trainer.precision_plugin) is Precision and self.trainer.world_size == 1
-
-    def _plain_step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
-        """One optimizer step as a hand-written loop does it.
-
-        Lightning's backward and optimizer hooks (on_before_backward, on_after_backward,
-        on_before_optimizer_step, on_before_zero_grad) do not fire on this path; batch and epoch hooks
-        do. The step counter still counts every step, so `trainer.global_step`, `max_steps` and
-        checkpoints see the true number of optimizer steps.
-        """
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.gradient_clip_val:
-            self.clip_gradients(optimizer, self.gradient_clip_val, self.gradient_clip_algorithm)
-        optimizer.step()
-        progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
-        progress.increment_ready()
-        progress.increment_completed()
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.max_norm > 0:  # after the optimizer step: the constraint holds for the weights it made
+            apply_max_norm(self.net, self.max_norm)
 
     def on_train_epoch_start(self) -> None:
         self._objective_sum = torch.zeros((), device=self.device)
@@ -143,16 +92,6 @@ class ExperimentModule(pl.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         mark("epoch_end")  # the last one closes the training phase of `experiments bench`'s split
-        # Manual optimization leaves schedulers to us; validation has run, so plateau sees this epoch.
-        scheduler = self.lr_schedulers()
-        if scheduler is None:
-            return
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            value = self.trainer.callback_metrics.get(self.monitor)
-            if value is not None:
-                scheduler.step(value)
-        else:
-            scheduler.step()
 
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         x, y = batch
@@ -218,7 +157,10 @@ class ExperimentModule(pl.LightningModule):
             max_epochs=self.trainer.max_epochs or 1,
             **self.scheduler_cfg,
         )
-        return optimizer if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
+        if scheduler is None:
+            return optimizer
+        # Stepped by Lightning after each epoch's validation; a plateau scheduler reads the monitor.
+        return {"optimizer": optimizer, "lr_scheduler": {**scheduler, "monitor": self.monitor}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # The best-so-far summary must survive a resume, like the optimizer state does.

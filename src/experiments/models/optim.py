@@ -38,8 +38,7 @@ def build_optimizer(params: Any, name: str, lr: float, weight_decay: float = 0.0
 def build_scheduler(optimizer: torch.optim.Optimizer, name: str, mode: str, max_epochs: int,
                     step_size: int = 10, gamma: float = 0.1, patience: int = 5, factor: float = 0.1,
                     min_lr: float = 0.0) -> dict[str, Any] | None:
-    """Lightning's lr_scheduler dict; None when no scheduler is configured. The module steps it once per
-    epoch itself (manual optimization), feeding `plateau` the monitored metric."""
+    """Lightning's lr_scheduler dict, stepped once per epoch; None when no scheduler is configured."""
     assert name in choices.SCHEDULERS, name
     if name == "none":
         return None
