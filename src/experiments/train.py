@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.errors import UserError, instantiated
 from experiments.paths import config_dir, register_resolvers
+from experiments.run_names import run_name_for
 from experiments.timing import mark
 from experiments.validation import check_monitor, validate_config
 
@@ -18,26 +19,6 @@ register_resolvers()
 
 class TrainingFailed(Exception):
     """Training stopped for a reason the user can act on (e.g. a NaN loss); printed as one line."""
-
-
-def run_name_for(cfg: DictConfig) -> str:
-    """A readable default name, e.g. `mlp-relu-10x8-l2=0.001`, so runs tell themselves apart in the UI."""
-    if cfg.logger.get("run_name"):
-        return str(cfg.logger.run_name)
-    hidden = "x".join(str(w) for w in cfg.model.hidden_dims) or "linear"
-    parts = [f"mlp-{cfg.model.activation}-{hidden}"]
-    reg = cfg.get("regularization") or {}
-    for key, short in (("l1", "l1"), ("l2", "l2"), ("input_noise", "noise"), ("label_smoothing", "ls"),
-                       ("max_norm", "maxnorm")):
-        if reg.get(key):
-            parts.append(f"{short}={reg[key]:g}")
-    if cfg.model.dropout:
-        parts.append(f"dropout={cfg.model.dropout:g}")
-    if cfg.model.norm != "none":
-        parts.append(f"{cfg.model.norm}norm")
-    if cfg.optimizer.weight_decay:
-        parts.append(f"wd={cfg.optimizer.weight_decay:g}")
-    return "-".join(parts)
 
 
 def _hydra_overrides() -> list[str]:

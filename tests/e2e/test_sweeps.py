@@ -43,6 +43,9 @@ def test_grid_sweep_is_one_parent_with_a_finished_child_per_point(tmp_path: Path
     assert sorted(c.info.status for c in children) == ["FINISHED"] * 4
     points = sorted((c.data.params["model.activation"], c.data.params["optimizer.lr"]) for c in children)
     assert points == sorted(itertools.product(["relu", "tanh"], ["0.001", "0.01"]))
+    # Named by the swept values, each once: the activation is in the base name, lr is added.
+    assert sorted(c.info.run_name for c in children) == [
+        "mlp-relu-10x8 lr=0.001", "mlp-relu-10x8 lr=0.01", "mlp-tanh-10x8 lr=0.001", "mlp-tanh-10x8 lr=0.01"]
 
     # The summary names the child with the lowest val/loss_best, as monitor_mode=min asks.
     best = min(children, key=lambda c: c.data.metrics[METRIC])

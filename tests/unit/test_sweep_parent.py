@@ -32,7 +32,6 @@ def test_swept_part_names_the_swept_values_only() -> None:
     point = point_of(["model.activation=tanh", "optimizer.lr=0.01", "trainer.max_epochs=2"])
     keys = ["optimizer.lr", "model.activation"]
     assert swept_part(point, keys) == "model.activation=tanh optimizer.lr=0.01"
-    assert swept_part(point, keys, short=True) == "activation=tanh lr=0.01"
 
 
 def test_swept_part_keeps_a_list_value_whole() -> None:

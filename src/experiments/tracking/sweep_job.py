@@ -17,6 +17,8 @@ from typing import Any
 
 from omegaconf import DictConfig, open_dict
 
+from experiments.run_names import trial_run_name
+
 LINK_FILE = "mlflow_sweep.json"
 JOB_RECORDS_DIR = ".sweep_jobs"
 
@@ -109,16 +111,15 @@ def point_of(overrides: Iterable[str]) -> str:
     return " ".join(sorted(f"{o.get_key_element()}={_canonical_value(o.value())}" for o in parsed))
 
 
-def swept_part(point: str, search_keys: Iterable[str], short: bool = False) -> str:
-    """The swept overrides of a point: `model.activation=tanh optimizer.lr=0.01`, or with `short` keys
-    for run names: `activation=tanh lr=0.01`."""
+def swept_part(point: str, search_keys: Iterable[str]) -> str:
+    """The swept overrides of a point: `model.activation=tanh optimizer.lr=0.01`."""
     keys = set(search_keys)
     parts = []
     for item in point.split(" ") if point else []:
         key, _, value = item.partition("=")
         key = key.lstrip("+~")
         if key in keys:
-            parts.append(f"{key.split('.')[-1] if short else key}={value}")
+            parts.append(f"{key}={value}")
     return " ".join(parts)
 
 
@@ -132,11 +133,10 @@ def join_sweep_parent(cfg: DictConfig) -> dict[str, str]:
     with open_dict(cfg):
         cfg.logger.tracking_uri = link.tracking_uri
         cfg.logger.experiment_name = link.experiment_name
-        swept = swept_part(point, link.search_keys, short=True)
+        in_point = {item.partition("=")[0].lstrip("+~") for item in point.split(" ") if item}
+        swept = [key for key in link.search_keys if key in in_point]
         if not cfg.logger.get("run_name") and swept:
-            from experiments.train import run_name_for
-
-            cfg.logger.run_name = f"{run_name_for(cfg)} {swept}"
+            cfg.logger.run_name = trial_run_name(cfg, swept)
     tags = {PARENT_TAG: link.parent_run_id, SWEEP_TAG: link.parent_run_id, ROLE_TAG: "child",
             POINT_TAG: point}
     if link.sweep_name:
