@@ -18,7 +18,6 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from experiments.errors import UserError
-from experiments.resume import LOG_CHECKPOINTS
 
 RECORD_KEY = "experiments_run"
 LAST_NAME = "last.ckpt"
@@ -171,8 +170,6 @@ def last_checkpoint(callbacks: list[ModelCheckpoint]) -> Path | None:
 
 def checkpoint_files(callbacks: list[ModelCheckpoint], which: str) -> list[Path]:
     """The files `log_checkpoints` names: best, last, all (every .ckpt of the run) or none."""
-    if which not in LOG_CHECKPOINTS:
-        raise UserError(f"log_checkpoints={which!r} is not known; choose one of: {', '.join(LOG_CHECKPOINTS)}.")
     if which == "all":
         folders = {Path(c.dirpath) for c in callbacks if c.dirpath}
         return sorted(file for folder in folders for file in folder.glob("*.ckpt"))

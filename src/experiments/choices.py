@@ -7,6 +7,7 @@ INITS = ("default", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaimi
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 FUSED_OPTIMIZERS = ("sgd", "adam", "adamw")  # those with a one-kernel update in PyTorch
 SCHEDULERS = ("none", "step", "cosine", "plateau")
+LOG_CHECKPOINTS = ("none", "best", "last", "all")  # which checkpoint files a run logs to MLflow
 TASKS = ("auto", "binary", "multiclass", "regression")
 DATASETS = (
     "seed_random",

@@ -26,7 +26,6 @@ LOCATION_KEYS = ("resume", "ckpt_path", "paths.output_dir", "logger.tracking_uri
 CONSOLE_KEYS = ("trainer.enable_progress_bar", "callbacks.progress_bar", "threads")
 LAST_CHECKPOINT = "last.ckpt"
 CONTINUED_TAG = "resumed_from_epoch"
-LOG_CHECKPOINTS = ("none", "best", "last", "all")
 SIGTERM_EXIT_CODE = 128 + 15  # what a shell reports for a process ended by SIGTERM
 
 
@@ -102,9 +101,6 @@ def _last_logged_epoch(client: Any, run: Any, monitor: str) -> int:
 def prepare_continuation(cfg: DictConfig) -> DictConfig:
     """The config to train: `cfg` itself, or — for `resume=…` / a `ckpt_path` of a tracked run —
     that run's recorded config pointed at its checkpoint and MLflow run id."""
-    which = cfg.get("log_checkpoints", "none")
-    if which not in LOG_CHECKPOINTS:  # checked now: it is only read after training
-        raise UserError(f"log_checkpoints={which!r} is not known; choose one of: {', '.join(LOG_CHECKPOINTS)}.")
     resume = cfg.get("resume")
     ckpt_path = cfg.get("ckpt_path")
     if not resume and not ckpt_path:

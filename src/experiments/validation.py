@@ -37,6 +37,7 @@ def _is_whole(value: Any) -> bool:
 def validate_config(cfg: DictConfig) -> None:
     """Refuse values that would fail deep inside training with a confusing traceback."""
     _check_complete(cfg)
+    _one_of("log_checkpoints", cfg.get("log_checkpoints", "none"), choices.LOG_CHECKPOINTS)  # read after training
     for key in ("resume", "ckpt_path"):  # `resume=` would otherwise train a new run from scratch
         refuse_empty(key, cfg.get(key))
     _validate_model(cfg.model)

@@ -140,6 +140,7 @@ def test_nan_loss_fails_the_run_naming_the_first_batch_whose_loss_was_not_finite
         # An empty value is a slip: never a fresh run from scratch.
         ("resume=", "resume= is empty; give it a value (resume=RUN_ID) or leave it out."),
         ("ckpt_path=", "ckpt_path= is empty; give it a value (ckpt_path=PATH) or leave it out."),
+        ("log_checkpoints=some", "log_checkpoints='some' is not known; choose one of: none, best, last, all."),
         ("paths.output_dir=/proc/nope", "No such file or directory: '/proc/nope'; paths.output_dir=… sets"),
         # A data module's own refusal, not wrapped in Hydra's instantiation error.
         ("data=csv data.options.path=missing.csv data.options.target=y",

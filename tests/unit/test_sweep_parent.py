@@ -11,7 +11,7 @@ from experiments.tracking.sweep_description import (
     search_space,
     sweep_identity,
 )
-from experiments.tracking.sweep_job import point_of, swept_part
+from experiments.tracking.sweep_points import point_of, swept_part
 from experiments.tracking.sweep_summary import ChildRun, best_child, summarize
 
 

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.errors import UserError
 from experiments.tracking.store import sqlite_path
-from experiments.tracking.sweep_job import ROLE_TAG
+from experiments.tracking.sweep_points import ROLE_TAG
 from experiments.tracking.sweep_summary import search_children
 
 CONFIG_ARTIFACT = "config/config.yaml"

@@ -12,7 +12,7 @@ from pathlib import Path
 from hydra.errors import CompactHydraException
 from omegaconf import DictConfig
 
-from experiments.tracking.sweep_job import NAME_TAG, ROLE_TAG, override_key
+from experiments.tracking.sweep_points import NAME_TAG, ROLE_TAG, override_key
 
 STUDY_TAG = "sweep.optuna_study"
 STORAGE_TAG = "sweep.optuna_storage"
@@ -29,7 +29,7 @@ def _is_optuna(config: DictConfig) -> bool:
 
 
 def _optuna_identity(config: DictConfig) -> dict[str, str]:
-    from hydra_plugins.experiments_optuna_sweeper._study import resolve_storage_url
+    from hydra_plugins.experiments_optuna_sweeper.storage import resolve_storage_url
 
     sweeper = config.hydra.sweeper
     storage = resolve_storage_url(sweeper.get("storage"), str(config.hydra.runtime.cwd))

@@ -38,16 +38,8 @@ from experiments.tracking.sweep_description import (
     search_space,
     sweep_identity,
 )
-from experiments.tracking.sweep_job import (
-    NAME_TAG,
-    PARENT_TAG,
-    ROLE_TAG,
-    SWEEP_TAG,
-    SweepLink,
-    objective_names,
-    read_job_records,
-    record_job,
-)
+from experiments.tracking.sweep_job import SweepLink, objective_names, read_job_records, record_job
+from experiments.tracking.sweep_points import NAME_TAG, PARENT_TAG, ROLE_TAG, SWEEP_TAG
 
 # The latest invocation that opened the parent: a named sweep's or Optuna study's parent may be joined
 # by another worker, and the one that created it must then not delete it.

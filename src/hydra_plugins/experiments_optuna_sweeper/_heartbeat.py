@@ -16,7 +16,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import optuna
-from optuna.trial import FrozenTrial, Trial
+from optuna.trial import Trial
+
+from .storage import open_storage
 
 log = logging.getLogger(__name__)
 
@@ -31,16 +33,6 @@ def optuna_heartbeat_warnings_silenced() -> Iterator[None]:
         yield
 
 
-def grace_period_s(interval_s: int) -> int:
-    # Three missed beats: a beat can wait behind another process's sqlite write lock.
-    return 3 * interval_s
-
-
-def report_stale_trial(study: optuna.Study, trial: FrozenTrial) -> None:
-    """The storage's `failed_trial_callback`: say which trial was failed, and why."""
-    log.warning("Trial %d was RUNNING without a heartbeat (its sweep stopped): marked FAIL.", trial.number)
-
-
 class Heartbeat:
     """The heartbeats of one sweep's trials, through a storage of its own opened once per sweep (the
     periodic beats come from another thread). `record` right after asking leaves a sweep killed in
@@ -50,8 +42,6 @@ class Heartbeat:
         self.interval_s = interval_s
         if not interval_s:
             return
-        from ._study import open_storage
-
         self._storage = open_storage(url)
         self._study_id = self._storage.get_study_id_from_name(study_name)
         self._trial_ids: dict[int, int] = {}  # trial number -> the storage's id, looked up once

@@ -18,7 +18,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import Trial, TrialState
 
-from . import _heartbeat, _study
+from . import _heartbeat, _study, storage
 from ._report import write_summary
 from ._search_space import SearchSpace, format_value, grid_values, parse_search_space, quote
 from .errors import SweeperConfigError, SweepFailedError
@@ -51,7 +51,7 @@ class OptunaSweeperImpl:
         )
         # absolute now: a job may chdir into its own dir while the sweeper still runs
         self.sweep_dir = str(Path(str(config.hydra.sweep.dir)).absolute())
-        self.storage = _study.resolve_storage_url(self.conf.storage, str(config.hydra.runtime.cwd))
+        self.storage = storage.resolve_storage_url(self.conf.storage, str(config.hydra.runtime.cwd))
         self.study_name = str(self.conf.study_name or config.hydra.job.name)
 
     def _validate(self) -> None:
@@ -159,7 +159,7 @@ class OptunaSweeperImpl:
         concurrent workers cannot overshoot it (exact for sqlite; best effort for server databases)."""
         if bound is None:
             return [study.ask(space.distributions) for _ in range(batch)]
-        with _study.storage_lock(self.storage):
+        with storage.storage_lock(self.storage):
             room = bound - len(study.get_trials(deepcopy=False))
             return [study.ask(space.distributions) for _ in range(max(0, min(batch, room)))]
 

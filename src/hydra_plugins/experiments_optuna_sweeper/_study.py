@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import inspect
-import warnings
-from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import optuna
@@ -16,6 +12,7 @@ from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
 from .errors import SweeperConfigError
+from .storage import open_storage, storage_lock
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes")
 PRUNERS = ("none", "median", "successive_halving")
@@ -23,69 +20,6 @@ DIRECTIONS = ("minimize", "maximize")
 # Study user attribute holding the pruner settings: jobs rebuild the pruner from it, since Optuna
 # does not persist pruners and should_prune() runs in the job, not in the sweeper.
 PRUNER_ATTR = "experiments_optuna_pruner"
-# Concurrent workers and jobs write to one sqlite file; wait for its lock rather than fail.
-_SQLITE_TIMEOUT_S = 120
-
-
-def resolve_storage_url(storage: str | None, cwd: str) -> str:
-    """An RDB URL whose sqlite path is absolute, so jobs running in other dirs open the same file."""
-    if storage is None:
-        return f"sqlite:///{Path(cwd).resolve() / 'outputs' / 'optuna.db'}"
-    prefix = "sqlite:///"
-    if storage.startswith(prefix):
-        path = Path(storage[len(prefix) :])
-        if str(path) in ("", ":memory:"):
-            raise SweeperConfigError(
-                "hydra.sweeper.storage must be a file, not in-memory sqlite: jobs and later runs must reach it."
-            )
-        if not path.is_absolute():
-            path = Path(cwd) / path
-        return f"{prefix}{path.resolve()}"
-    return storage
-
-
-def sqlite_path(url: str) -> Path | None:
-    return Path(url[len("sqlite:///") :]) if url.startswith("sqlite:///") else None
-
-
-def open_storage(url: str, heartbeat_interval_s: int = 0) -> optuna.storages.RDBStorage:
-    """The study's storage; with a heartbeat interval (the sweeper's), one that can tell trials of a
-    dead sweep (no recent heartbeat) from those of a live one."""
-    kwargs: dict[str, Any] = {}
-    if heartbeat_interval_s:
-        from ._heartbeat import grace_period_s, report_stale_trial
-
-        # Optuna 4.9 renamed the stale-trial callback (the old name warns until it goes in 6.0).
-        parameters = inspect.signature(optuna.storages.RDBStorage).parameters
-        callback = next(name for name in ("heartbeat_stale_trial_callback", "failed_trial_callback") if name in parameters)
-        kwargs = {"heartbeat_interval": heartbeat_interval_s, "grace_period": grace_period_s(heartbeat_interval_s),
-                  callback: report_stale_trial}
-    path = sqlite_path(url)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        kwargs["engine_kwargs"] = {"connect_args": {"timeout": _SQLITE_TIMEOUT_S}}
-    with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna 4-5
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(url, **kwargs)
-
-
-@contextlib.contextmanager
-def storage_lock(url: str) -> Iterator[None]:
-    """A cross-process lock beside a sqlite file (no-op for server databases).
-
-    Guards schema creation and the count-then-ask step of `total_trials`, which are not atomic.
-    """
-    path = sqlite_path(url)
-    if path is None:
-        yield
-        return
-    from filelock import FileLock
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):
-        yield
-
-
 def directions_of(direction: Any) -> list[str]:
     raw = [direction] if isinstance(direction, str) else list(direction or [])
     values = [str(d).lower() for d in raw]

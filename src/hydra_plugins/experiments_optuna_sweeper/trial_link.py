@@ -33,7 +33,8 @@ class TrialLink:
         """A live Trial bound to the study's pruner (rebuilt from the settings the sweeper stored)."""
         import optuna
 
-        from ._study import PRUNER_ATTR, build_pruner, open_storage
+        from ._study import PRUNER_ATTR, build_pruner
+        from .storage import open_storage
 
         storage = open_storage(self.storage)
         study_id = storage.get_study_id_from_name(self.study_name)
