@@ -103,7 +103,7 @@ def run_loop(workload: dict[str, Any]) -> dict[str, float]:
     from omegaconf import OmegaConf
 
     from experiments.models.mlp import build_mlp
-    from experiments.models.optim import build_optimizer
+    from experiments.models.optim import optimizer_factory
     from experiments.runtime import apply_threads, choose_threads
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -116,7 +116,7 @@ def run_loop(workload: dict[str, Any]) -> dict[str, float]:
     apply_threads(choose_threads(workload["threads"], sum(p.numel() for p in net.parameters()), workload["batch_size"]))
     # The framework's optimizer as configured (Adam, lr 1e-3, its fused kernel where there is one), so
     # the comparison measures what the framework adds around the same arithmetic.
-    optimizer = build_optimizer(net.parameters(), **OmegaConf.to_container(cfg.optimizer, resolve=True))
+    optimizer = optimizer_factory(OmegaConf.to_container(cfg.optimizer, resolve=True))(net.parameters())
     batch = workload["batch_size"]
     steps, start, cpu_start = 0, time.perf_counter(), time.process_time()
     for epoch in range(workload["epochs"]):

@@ -4,9 +4,6 @@ the builders (models/mlp.py, models/optim.py, data/sources.py) key their tables 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "leaky_relu", "gelu", "elu", "selu", "silu", "identity")
 NORMS = ("none", "batch", "layer")
 INITS = ("default", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal", "normal")
-OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
-FUSED_OPTIMIZERS = ("sgd", "adam", "adamw")  # those with a one-kernel update in PyTorch
-SCHEDULERS = ("none", "step", "cosine", "plateau")
 LOG_CHECKPOINTS = ("none", "best", "last", "all")  # which checkpoint files a run logs to MLflow
 TASKS = ("auto", "binary", "multiclass", "regression")
 DATASETS = (

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.arguments import key_values
 from experiments.errors import UserError, instantiated
+from experiments.legacy_config import upgraded
 from experiments.paths import project_root
 from experiments.tracking.lookup import find_run, find_trained_run, open_store, recorded_config, run_label
 from experiments.tracking.store import prepare_experiment, resolve_tracking_uri
@@ -76,7 +77,7 @@ def load_source(args: dict[str, str]) -> Source:
             f"Checkpoint {path!r} carries no run config (it was not written by `experiments train`), so its model "
             "and data cannot be rebuilt."
         )
-    config = OmegaConf.create(record["config"])
+    config = upgraded(OmegaConf.create(record["config"]))
     assert isinstance(config, DictConfig)
     uri = store_uri(args.get("tracking_uri"), record.get("tracking_uri"))
     run = None
@@ -105,7 +106,7 @@ def _checkpoint_model(source: Source, datamodule: Any) -> Any:
     assert isinstance(kwargs, dict)
     kwargs.pop("input_dim", None)
     net = build_mlp(datamodule.input_dim, datamodule.num_outputs, **kwargs)
-    module = ExperimentModule(net, **datamodule.target.training_settings(), optimizer={"name": "sgd", "lr": 0.1})
+    module = ExperimentModule(net, **datamodule.target.training_settings())
     check_fits(source.checkpoint, module, source.origin)
     module.load_state_dict(source.checkpoint["state_dict"])
     return TabularModel(datamodule.preparation, module.net)

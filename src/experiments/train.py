@@ -58,6 +58,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiated(cfg.data, _convert_="all")
     check_monitor(cfg.monitor, datamodule.task)  # the task is known now; no run is recorded yet
+    from experiments.models.optim import check_scheduler, optimizer_factory
+
+    optimizer_factory(OmegaConf.to_container(cfg.optimizer, resolve=True))  # refused here, not mid-fit
+    check_scheduler(OmegaConf.to_container(cfg.scheduler, resolve=True))
     if cfg.model.input_dim is not None and cfg.model.input_dim != datamodule.input_dim:
         raise UserError(
             f"model.input_dim={cfg.model.input_dim} disagrees with the data, which has {datamodule.input_dim} "

@@ -88,7 +88,7 @@ def test_seed_experiment_trains_and_logs_one_finished_run(tmp_path: Path, output
 
 def test_nan_loss_fails_the_run_naming_the_first_batch_whose_loss_was_not_finite(tmp_path: Path,
                                                                                  outputs: Path) -> None:
-    exploding = ["optimizer.name=sgd", "optimizer.lr=1e12", "optimizer.momentum=0.9", "model.hidden_dims=[64,64]",
+    exploding = ["optimizer=sgd", "optimizer.lr=1e12", "optimizer.momentum=0.9", "model.hidden_dims=[64,64]",
                  *FAST, "trainer.max_epochs=3", "callbacks.nan_guard.check_every=5"]
     result = run_cli(["train", f"paths.output_dir={outputs}", *exploding], cwd=tmp_path)
     assert result.returncode != 0
@@ -113,7 +113,9 @@ def test_nan_loss_fails_the_run_naming_the_first_batch_whose_loss_was_not_finite
     ("override", "expected"),
     [
         ("model.activation=relux", "model.activation='relux' is not known; choose one of: relu, tanh"),
-        ("optimizer.name=adamm", "optimizer.name='adamm' is not known"),
+        ("optimizer=adamm", "optimizer=adamm is not known (did you mean 'adam'?)"),
+        ("optimizer._target_=torch.optim.Adamm", "optimizer._target_='torch.optim.Adamm' is not a torch.optim optimizer"),
+        ("optimizer=sgd +optimizer.betas=[0.9,0.99]", "optimizer.betas is not an argument of torch.optim.SGD; its arguments"),
         ("optimizer.lr=-1", "optimizer.lr must be a positive number"),
         ("model.dropout=1.5", "model.dropout must be a number in [0, 1)"),
         ("model.hidden_dims=[10,0]", "model.hidden_dims must be a list of positive integers"),

@@ -25,7 +25,7 @@ def test_defaults_are_the_seed_experiment(outputs: Path) -> None:
     cfg = compose_train_config(outputs)
     assert list(cfg.model.hidden_dims) == [10, 8] and cfg.model.activation == "relu"
     assert cfg.data.dataset == "seed_random" and cfg.data.options.n_samples == 1000 and cfg.data.options.n_features == 8
-    assert cfg.data.batch_size == 32 and cfg.trainer.max_epochs == 10 and cfg.optimizer.name == "adam"
+    assert cfg.data.batch_size == 32 and cfg.trainer.max_epochs == 10 and cfg.optimizer._target_ == "torch.optim.Adam"
 
 
 @pytest.mark.parametrize(("group", "option"), _options())

@@ -30,7 +30,7 @@ def train_overfitting_net(tmp_path, stopper: EarlyStopping) -> tuple[pl.Trainer,
     data = TabularDataModule("make_classification", {"n_samples": 200, "n_features": 20, "flip_y": 0.3, "seed": 0},
                              split={"train": 0.4, "val": 0.6, "test": 0.0})
     net = build_mlp(data.input_dim, 1, hidden_dims=[128, 128])
-    module = ExperimentModule(net, task="binary", num_classes=2, optimizer={"name": "adam", "lr": 3e-3})
+    module = ExperimentModule(net, task="binary", num_classes=2, optimizer={"_target_": "torch.optim.Adam", "lr": 3e-3})
     history = ValLossHistory()
     trainer = pl.Trainer(max_epochs=MAX_EPOCHS, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0,

@@ -15,7 +15,7 @@ def test_without_mlflow_the_png_lands_in_the_run_dir_with_every_epoch(tmp_path) 
     pl.seed_everything(0, verbose=False)
     data = TabularDataModule("make_moons", {"n_samples": 120}, split={"train": 0.5, "val": 0.5, "test": 0.0})
     module = ExperimentModule(build_mlp(2, 1, hidden_dims=[8]), task="binary", num_classes=2,
-                              optimizer={"name": "adam", "lr": 1e-2})
+                              optimizer={"_target_": "torch.optim.Adam", "lr": 1e-2})
     plot = LearningCurvePlot(filename="curve.png")
     trainer = pl.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0,

@@ -27,7 +27,7 @@ def tiny_net() -> nn.Sequential:
     return net
 
 
-FROZEN = {"name": "sgd", "lr": 0.0}  # the weights stay as set by hand, so every step sees the same loss
+FROZEN = {"_target_": "torch.optim.SGD", "lr": 0.0}  # the weights stay as set by hand, so every step sees the same loss
 X = torch.tensor([[0.5, -1.0], [2.0, 1.0], [-1.0, 0.0]])
 Y = torch.tensor([1, 0, 1])
 
@@ -130,7 +130,7 @@ def test_logged_training_metrics_come_from_an_eval_pass_without_dropout_or_noise
     pl.seed_everything(0, verbose=False)
     data = TabularDataModule("make_classification", {"n_samples": 120, "n_features": 6}, split={"train": 0.5, "val": 0.5, "test": 0.0})
     net = build_mlp(data.input_dim, 1, hidden_dims=[32], dropout=0.8)
-    module = ExperimentModule(net, task="binary", num_classes=2, optimizer={"name": "adam", "lr": 1e-2},
+    module = ExperimentModule(net, task="binary", num_classes=2, optimizer={"_target_": "torch.optim.Adam", "lr": 1e-2},
                               regularization={"input_noise": 3.0})
     trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0)

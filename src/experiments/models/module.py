@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from experiments.models.epoch_metrics import EpochOutputs
-from experiments.models.optim import build_optimizer, build_scheduler
+from experiments.models.optim import optimizer_factory, scheduler_config
 from experiments.models.regularization import add_input_noise, apply_max_norm, weight_penalty
 from experiments.models.tasks import main_metric, task_loss
 from experiments.timing import mark
@@ -30,7 +30,7 @@ class ExperimentModule(pl.LightningModule):
         net: nn.Module,
         task: str,
         num_classes: int,
-        optimizer: dict[str, Any],
+        optimizer: dict[str, Any] | None = None,
         scheduler: dict[str, Any] | None = None,
         regularization: dict[str, Any] | None = None,
         monitor: str = "val/loss",
@@ -41,8 +41,8 @@ class ExperimentModule(pl.LightningModule):
         super().__init__()
         self.net = net
         self.task = task
-        self.optimizer_cfg = dict(optimizer)
-        self.scheduler_cfg = dict(scheduler or {"name": "none"})
+        self.optimizer_cfg = dict(optimizer or {})  # none: a module that is only evaluated
+        self.scheduler_cfg = dict(scheduler or {})
         reg = dict(regularization or {})
         self.l1 = float(reg.get("l1", 0.0))
         self.l2 = float(reg.get("l2", 0.0))
@@ -150,17 +150,9 @@ class ExperimentModule(pl.LightningModule):
         self._publish_epoch_metrics(values, step=0)  # one value per run: listed with it, not drawn as a curve
 
     def configure_optimizers(self) -> Any:
-        optimizer = build_optimizer(self.net.parameters(), **self.optimizer_cfg)
-        scheduler = build_scheduler(
-            optimizer,
-            mode=self.monitor_mode,
-            max_epochs=self.trainer.max_epochs or 1,
-            **self.scheduler_cfg,
-        )
-        if scheduler is None:
-            return optimizer
-        # Stepped by Lightning after each epoch's validation; a plateau scheduler reads the monitor.
-        return {"optimizer": optimizer, "lr_scheduler": {**scheduler, "monitor": self.monitor}}
+        optimizer = optimizer_factory(self.optimizer_cfg)(self.net.parameters())
+        scheduler = scheduler_config(self.scheduler_cfg, optimizer, self.monitor)
+        return optimizer if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # The best-so-far summary must survive a resume, like the optimizer state does.

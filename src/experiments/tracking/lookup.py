@@ -14,6 +14,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.errors import UserError
+from experiments.legacy_config import upgraded
 from experiments.tracking.store import sqlite_path
 from experiments.tracking.sweep_points import ROLE_TAG
 from experiments.tracking.sweep_summary import search_children
@@ -107,7 +108,7 @@ def recorded_config(client: Any, run: Any) -> DictConfig:
     plain = OmegaConf.to_container(cfg)
     assert isinstance(plain, dict)
     plain.pop("hydra", None)  # present when the config was composed with its hydra node (tests)
-    return OmegaConf.create(plain)
+    return upgraded(OmegaConf.create(plain))
 
 
 def run_label(run: Any) -> str:
