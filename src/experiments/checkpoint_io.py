@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.plugins.io.wrapper import _WrappingCheckpointIO
+from lightning.pytorch.plugins import TorchCheckpointIO
 
 
 def _detached_copy(value: Any) -> Any:
@@ -48,9 +48,9 @@ def _detached_copy(value: Any) -> Any:
 _ATOMS = frozenset({int, float, bool, str, bytes, type(None)})
 
 
-class ThrottledCheckpointIO(_WrappingCheckpointIO):
-    """Wraps the strategy's own checkpoint IO (Lightning fills it in), deferring and coalescing the
-    writes of one fit; after it, saves go straight to disk."""
+class ThrottledCheckpointIO(TorchCheckpointIO):
+    """Lightning's torch checkpoint IO, deferring and coalescing the writes of one fit; after it, saves
+    go straight to disk. (Not for XLA, whose strategy has an IO of its own: train() leaves it out there.)"""
 
     def __init__(self, every_s: float = 10.0) -> None:
         super().__init__()
@@ -89,5 +89,3 @@ class ThrottledCheckpointIO(_WrappingCheckpointIO):
     def teardown(self) -> None:
         self.flush()
         self._deferring = False
-        if self.checkpoint_io is not None:
-            self.checkpoint_io.teardown()

@@ -111,9 +111,13 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:  # the reader went away (`experiments train --help | head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush has nowhere to fail
         sys.exit(1)
-    if argv is None:  # the process's own entry point (console script, python -m), not a caller's function call
+    if argv is None and os.environ.get(NORMAL_EXIT_ENV) != "1":  # the process's own entry point, not a caller's
         _exit_fast(code)
     sys.exit(code)
+
+
+# Off switch of the fast exit below (e.g. to debug an exit-time problem): EXPERIMENTS_NORMAL_EXIT=1.
+NORMAL_EXIT_ENV = "EXPERIMENTS_NORMAL_EXIT"
 
 
 def _exit_fast(code: int) -> None:
@@ -123,25 +127,15 @@ def _exit_fast(code: int) -> None:
     import atexit
     import threading
 
+    shutdown = getattr(threading, "_shutdown", None)  # private: where it is gone, exit the normal way
+    if shutdown is None:
+        sys.exit(code)
     # First, as the interpreter does: wait for non-daemon threads and run the hooks registered with
     # `threading._register_atexit`. joblib's process pool (the joblib launcher) and concurrent.futures
     # stop their idle workers there; skipped, multiprocessing's atexit handler then waits for those
     # workers to time out (300 s after a joblib sweep).
-    threading._shutdown()  # type: ignore[attr-defined]
-    _skip_torch_library_teardown()
+    shutdown()
     atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
-
-
-def _skip_torch_library_teardown() -> None:
-    """torch unregisters each of its ~170 Python operator libraries by an exit-time finalizer: ~20-30 ms
-    (a tenth of the seed's training) for a process that is about to vanish. Other finalizers (temporary
-    folders, connection pools) still run. The registry is private: if it moves, nothing is skipped."""
-    import weakref
-
-    registry = getattr(weakref.finalize, "_registry", {})
-    for finalizer, info in list(registry.items()):
-        if getattr(info.func, "__module__", None) == "torch.library":
-            finalizer.atexit = False

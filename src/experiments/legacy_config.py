@@ -1,7 +1,8 @@
 """Configs recorded by earlier versions, in today's form, so old runs reproduce, resume and evaluate.
 
 Before optimizers and schedulers were named by `_target_`, they were named by `name` (adam, sgd, …;
-none, step, cosine, plateau), with the epoch budget and monitor mode filled in when built.
+none, step, cosine, plateau), with the epoch budget and monitor mode filled in when built; checkpoints
+were written by a subclass of Lightning's `ModelCheckpoint` that is gone.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ _OPTIMIZERS = {"sgd": ("torch.optim.SGD", ("lr", "momentum", "nesterov", "weight
                "adam": ("torch.optim.Adam", ("lr", "betas", "eps", "weight_decay")),
                "adamw": ("torch.optim.AdamW", ("lr", "betas", "eps", "weight_decay")),
                "rmsprop": ("torch.optim.RMSprop", ("lr", "momentum", "eps", "weight_decay"))}
+
+
+_RETIRED_CALLBACKS = {"experiments.callbacks.model_checkpoint.ModelCheckpoint": "lightning.pytorch.callbacks.ModelCheckpoint"}
 
 
 def _optimizer(old: dict[str, Any]) -> dict[str, Any]:
@@ -51,4 +55,7 @@ def upgraded(cfg: DictConfig) -> DictConfig:
         max_epochs = int((plain.get("trainer") or {}).get("max_epochs") or 1)
         plain["scheduler"] = _scheduler(scheduler, max_epochs, str(plain.get("monitor_mode", "min")))
     plain.pop("steps_per_item", None)  # an earlier speed setting; training is the same without it
+    for callback in (plain.get("callbacks") or {}).values():  # a subclass that only copied metrics faster
+        if isinstance(callback, dict) and callback.get("_target_") in _RETIRED_CALLBACKS:
+            callback["_target_"] = _RETIRED_CALLBACKS[callback["_target_"]]
     return OmegaConf.create(plain)

@@ -97,7 +97,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks = _one_progress_switch(trainer_cfg, callbacks)
     from experiments.checkpoint_io import ThrottledCheckpointIO
 
-    plugins = [ThrottledCheckpointIO(float(cfg.get("checkpoint_every_s", 0)))]
+    throttle = cfg.trainer.get("accelerator") != "tpu"  # XLA saves through its own checkpoint IO
+    plugins = [ThrottledCheckpointIO(float(cfg.get("checkpoint_every_s", 0)))] if throttle else []
     trainer: pl.Trainer = build_trainer(trainer_cfg, callbacks, logger or False, plugins)  # hardware + launch checks
     datamodule.eval_batch_size = choose_eval_batch_size(cfg.data.get("eval_batch_size", "auto"),
                                                         widest_layer(datamodule.input_dim, cfg.model.hidden_dims))

@@ -96,7 +96,9 @@ def test_configs_recorded_by_name_build_what_they_built_then() -> None:
     old = OmegaConf.create({"optimizer": {"name": "sgd", "lr": 0.5, "momentum": 0.9, "nesterov": False,
                                           "weight_decay": 0.0, "betas": [0.9, 0.999], "eps": 1e-8},
                             "scheduler": {"name": "cosine", "min_lr": 0.01, "step_size": 10},
-                            "trainer": {"max_epochs": 7}, "monitor_mode": "min", "steps_per_item": "auto"})
+                            "trainer": {"max_epochs": 7}, "monitor_mode": "min", "steps_per_item": "auto",
+                            "callbacks": {"last_checkpoint": {
+                                "_target_": "experiments.callbacks.model_checkpoint.ModelCheckpoint"}}})
     new = upgraded(old)
     optimizer = optimizer_factory(OmegaConf.to_container(new.optimizer))(_net().parameters())
     assert type(optimizer) is torch.optim.SGD and optimizer.defaults["momentum"] == 0.9
@@ -104,3 +106,4 @@ def test_configs_recorded_by_name_build_what_they_built_then() -> None:
     scheduler = scheduler_config(OmegaConf.to_container(new.scheduler), optimizer, "val/loss")["scheduler"]
     assert type(scheduler) is torch.optim.lr_scheduler.CosineAnnealingLR and scheduler.T_max == 7
     assert "steps_per_item" not in new
+    assert new.callbacks.last_checkpoint._target_ == "lightning.pytorch.callbacks.ModelCheckpoint"
