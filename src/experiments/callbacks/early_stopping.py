@@ -41,33 +41,28 @@ class EarlyStopping(LightningEarlyStopping):
             raise UserError(f"callbacks.early_stopping.patience must be a positive integer or null, got {patience}.")
         if float(min_delta) < 0:
             raise UserError(f"callbacks.early_stopping.min_delta must be >= 0, got {min_delta}.")
+        # Checked after each validation (as Lightning does for a monitor that validation publishes).
+        kwargs["check_on_train_epoch_end"] = False
         super().__init__(monitor=monitor, patience=int(patience or 1), min_delta=float(min_delta), mode=mode,
                          **kwargs)
         self.enabled = patience is not None
         self.restore_best_weights = bool(restore_best_weights)
         self.best_epoch = -1
         self._best_state: dict[str, torch.Tensor] | None = None
-        self._module: pl.LightningModule | None = None
-        self._epoch = 0
 
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        super().setup(trainer, pl_module, stage)
-        self._module = pl_module
-
-    def _run_early_stopping_check(self, trainer: pl.Trainer) -> None:
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.enabled:
             return
-        self._epoch = trainer.current_epoch
-        super()._run_early_stopping_check(trainer)
-
-    def _evaluate_stopping_criteria(self, current: torch.Tensor) -> tuple[bool, str | None]:
         previous_best = self.best_score
-        should_stop, reason = super()._evaluate_stopping_criteria(current)
-        if self.best_score is not previous_best:  # the parent replaces best_score only on an improvement
-            self.best_epoch = self._epoch
-            if self.restore_best_weights and self._module is not None:
-                self._best_state = {k: v.detach().to("cpu", copy=True) for k, v in self._module.state_dict().items()}
-        return should_stop, reason
+        super().on_validation_end(trainer, pl_module)
+        if self.best_score is not previous_best:  # Lightning replaces best_score only on an improvement
+            self.best_epoch = trainer.current_epoch
+            if self.restore_best_weights:
+                self._best_state = {k: v.detach().to("cpu", copy=True) for k, v in pl_module.state_dict().items()}
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.enabled:
+            super().on_train_epoch_end(trainer, pl_module)
 
     @property
     def restored_epoch(self) -> int | None:
