@@ -33,7 +33,9 @@ QUICK = {
     "medium": {"n_samples": 4000, "epochs": 1},
     "large": {"n_samples": 4000, "hidden_dims": [256, 256], "batch_size": 512, "epochs": 1},
 }
-TARGETS = {"tiny": 0.6, "medium": 0.9, "large": 0.97}
+# Floors under Lightning's own training loop (one optimizer step per Lightning step); docs/performance.md
+# has what each workload measured and what the rest costs.
+TARGETS = {"tiny": 0.45, "medium": 0.85, "large": 0.97}
 
 
 @dataclass

@@ -40,6 +40,7 @@ from experiments.tracking.sweep_description import (
 )
 from experiments.tracking.sweep_job import SweepLink, objective_names, read_job_records, record_job
 from experiments.tracking.sweep_points import NAME_TAG, PARENT_TAG, ROLE_TAG, SWEEP_TAG
+from hydra_plugins.experiments_optuna_sweeper.jobs import job_failure
 
 # The latest invocation that opened the parent: a named sweep's or Optuna study's parent may be joined
 # by another worker, and the one that created it must then not delete it.
@@ -98,7 +99,7 @@ class SweepParentCallback(Callback):
             return
         status, error = "COMPLETED", None
         if job_return.status != JobStatus.COMPLETED:
-            failure = getattr(job_return, "_return_value", None)
+            failure = job_failure(job_return)
             status = "PRUNED" if type(failure).__name__ == "TrialPruned" else "FAILED"
             error = f"{type(failure).__name__}: {failure}"
         record_job(str(config.hydra.sweep.dir), self._invocation, int(config.hydra.job.num),

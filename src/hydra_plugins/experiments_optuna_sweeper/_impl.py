@@ -22,6 +22,7 @@ from . import _heartbeat, _study, storage
 from ._report import write_summary
 from ._search_space import SearchSpace, format_value, grid_values, parse_search_space, quote
 from .errors import SweeperConfigError, SweepFailedError
+from .jobs import job_failure
 from .trial_link import OVERRIDE_KEY
 
 log = logging.getLogger(__name__)
@@ -178,9 +179,7 @@ class OptunaSweeperImpl:
 
     def _outcome(self, trial: Trial, ret: JobReturn) -> Outcome:
         if ret.status != JobStatus.COMPLETED:
-            # The job's exception, read directly: `ret.return_value` would re-raise it and print
-            # "Error executing job" even for a pruned trial.
-            error = ret._return_value
+            error = job_failure(ret)
             if isinstance(error, optuna.TrialPruned):
                 log.info("Trial %d pruned: %s", trial.number, error)
                 return Outcome(TrialState.PRUNED)
