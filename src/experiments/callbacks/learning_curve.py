@@ -10,8 +10,6 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.loggers import MLFlowLogger
 
-from experiments.background import SideTask
-
 
 class LearningCurvePlot(pl.Callback):
     """Records the epoch-end `train/*` and `val/*` values and draws them when training ends.
@@ -19,9 +17,9 @@ class LearningCurvePlot(pl.Callback):
     The training-set values are the eval-mode pass over the training split (see `ExperimentModule`), so
     the distance between the two lines is the generalization gap. The history is part of the callback's
     checkpoint state, so a resumed run still plots every epoch. The PNG goes to the run's MLflow
-    artifacts under `artifact_path`, drawn in a forked child while the run is tested and its model
-    logged, and attached before the run closes; without an MLflow logger it is written to the
-    trainer's root dir.
+    artifacts under `artifact_path`, drawn and attached just before the run closes (after the test
+    split, so a test that fails leaves no half-finished run behind a plot); without an MLflow logger it
+    is written to the trainer's root dir.
     """
 
     def __init__(self, filename: str = "learning_curve.png", artifact_path: str = "plots") -> None:
@@ -46,14 +44,12 @@ class LearningCurvePlot(pl.Callback):
         if mlflow_logger is None:
             plot_learning_curve(self.history, metric, Path(trainer.default_root_dir) / self.filename)
             return
-        folder = Path(tempfile.mkdtemp(prefix="learning-curve-"))
-        history, path = {k: dict(v) for k, v in self.history.items()}, folder / self.filename
-        # Drawn beside the test split and the model logging that follow; logged before the run closes.
-        drawing = SideTask(lambda: plot_learning_curve(history, metric, path))
+        history = {k: dict(v) for k, v in self.history.items()}
 
         def log_plot() -> None:
+            folder = Path(tempfile.mkdtemp(prefix="learning-curve-"))
             try:
-                drawing.result()
+                path = plot_learning_curve(history, metric, folder / self.filename)
                 mlflow_logger.experiment.log_artifact(mlflow_logger.run_id, str(path), self.artifact_path)
             finally:
                 shutil.rmtree(folder, ignore_errors=True)
