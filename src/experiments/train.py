@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import hydra
@@ -39,77 +41,29 @@ def train(cfg: DictConfig) -> dict[str, float]:
     import_torchmetrics()  # before Lightning does, without the scipy.signal it would load for nothing
     import lightning.pytorch as pl
 
-    from experiments.callbacks.nan_guard import NanGuard, NonFiniteLossError
-    from experiments.callbacks.weights_epoch import WEIGHTS_EPOCH, WeightsEpoch
-    from experiments.hardware import build_trainer, check_hardware
-    from experiments.models.mlp import build_mlp, count_parameters
-    from experiments.runtime import (
-        apply_threads,
-        choose_eval_batch_size,
-        choose_threads,
-        quiet_lightning_warnings,
-        resume_gc_after_startup,
-        widest_layer,
-    )
-    from experiments.tracking.run import build_logger, finish_run, log_trained_model
+    from experiments.callbacks.weights_epoch import WEIGHTS_EPOCH
+    from experiments.checkpoints import checked_checkpoint, log_checkpoints
+    from experiments.hardware import check_hardware
+    from experiments.runtime import quiet_lightning_warnings, resume_gc_after_startup
+    from experiments.tracking.run import finish_run, log_trained_model
 
     quiet_lightning_warnings()
     check_hardware(cfg.trainer)  # a missing GPU/TPU is reported before the MLflow store is touched
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiated(cfg.data, _convert_="all")
-    check_monitor(cfg.monitor, datamodule.task)  # the task is known now; no run is recorded yet
-    from experiments.models.optim import check_scheduler, optimizer_factory
-
-    optimizer_factory(OmegaConf.to_container(cfg.optimizer, resolve=True))  # refused here, not mid-fit
-    check_scheduler(OmegaConf.to_container(cfg.scheduler, resolve=True))
-    if cfg.model.input_dim is not None and cfg.model.input_dim != datamodule.input_dim:
-        raise UserError(
-            f"model.input_dim={cfg.model.input_dim} disagrees with the data, which has {datamodule.input_dim} "
-            "features; leave model.input_dim=null to take it from the data."
-        )
-    model_kwargs = OmegaConf.to_container(cfg.model, resolve=True)
-    model_kwargs.pop("input_dim")  # type: ignore[union-attr]
-    net = build_mlp(datamodule.input_dim, datamodule.num_outputs, **model_kwargs)  # type: ignore[arg-type]
-    n_params = count_parameters(net)
-    threads = choose_threads(cfg.threads, n_params, cfg.data.batch_size)
-    apply_threads(threads)
+    _check_against_the_data(cfg, datamodule)  # still no run recorded
+    net, derived = _network(cfg, datamodule)
     module = _training_module(cfg, net, datamodule)
-
-    callbacks = [instantiated(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    if not any(isinstance(c, NanGuard) for c in callbacks):
-        callbacks.append(NanGuard())
-    callbacks.append(WeightsEpoch())
-    from experiments.optuna_trial import close_pruned_run, is_trial_pruned, pruning_callbacks
-
-    callbacks += pruning_callbacks(cfg)  # a job of an Optuna sweep: report the monitor, maybe get pruned
-    from experiments.checkpoints import RunStateCheckpoint, checked_checkpoint, log_checkpoints
-
-    callbacks.append(RunStateCheckpoint(OmegaConf.to_yaml(cfg, resolve=True)))  # RNG + run record, for resume
     ckpt_path = checked_checkpoint(cfg.get("ckpt_path"), module)  # weights-only, and fits this model
-    logger = None
-    tags = {"dataset": datamodule.dataset_name, "task": datamodule.task, **{k: str(v) for k, v in cfg.tags.items()}}
-    if cfg.logger is not None and cfg.logger.get("enabled", True):
-        from experiments.tracking.sweep_job import join_sweep_parent
-
-        tags.update(join_sweep_parent(cfg))  # in a sweep: a child of its parent run, in the parent's store
-        logger = build_logger(cfg, run_name_for(cfg), tags)
-    trainer_cfg = OmegaConf.create(OmegaConf.to_container(cfg.trainer, resolve=True))
-    callbacks = _one_progress_switch(trainer_cfg, callbacks)
-    from experiments.checkpoint_io import ThrottledCheckpointIO
-
-    throttle = cfg.trainer.get("accelerator") != "tpu"  # XLA saves through its own checkpoint IO
-    plugins = [ThrottledCheckpointIO(float(cfg.get("checkpoint_every_s", 0)))] if throttle else []
-    trainer: pl.Trainer = build_trainer(trainer_cfg, callbacks, logger or False, plugins)  # hardware + launch checks
-    datamodule.eval_batch_size = choose_eval_batch_size(cfg.data.get("eval_batch_size", "auto"),
-                                                        widest_layer(datamodule.input_dim, cfg.model.hidden_dims))
-
+    logger = _logger(cfg, datamodule)
+    trainer = _trainer(cfg, _callbacks(cfg), logger, datamodule)
     if trainer.is_global_zero:
         print(datamodule.report(), flush=True)  # what became of each column, before any epoch
-    if logger is not None and trainer.is_global_zero:
-        _record_run_start(logger, cfg, datamodule, {"model.n_params": n_params, "runtime.threads": threads})
+        if logger is not None:
+            _record_run_start(logger, cfg, datamodule, derived)
 
     resume_gc_after_startup()
-    try:
+    with _run_outcome(logger, trainer, cfg):
         mark("fit_start")
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True if ckpt_path else None)
         mark("fit_end")
@@ -127,12 +81,107 @@ def train(cfg: DictConfig) -> dict[str, float]:
             log_checkpoints(logger, trainer.checkpoint_callbacks, cfg.get("log_checkpoints", "none"))
             finish_run(logger, "FINISHED")
         mark("run_closed")
+    metrics["model/n_params"] = float(derived["model.n_params"])
+    if trainer.is_global_zero:
+        from experiments.summary import print_summary
+
+        print_summary(metrics, logger, run_name_for(cfg))
+    mark("train_returned")
+    return metrics
+
+
+def _check_against_the_data(cfg: DictConfig, datamodule: Any) -> None:
+    """What only the data can settle: the monitor (by task), the input width; and the optimizer and
+    scheduler against torch — refused before any run is recorded, not mid-fit."""
+    from experiments.models.optim import check_scheduler, optimizer_factory
+
+    check_monitor(cfg.monitor, datamodule.task)
+    optimizer_factory(OmegaConf.to_container(cfg.optimizer, resolve=True))  # type: ignore[arg-type]
+    check_scheduler(OmegaConf.to_container(cfg.scheduler, resolve=True))  # type: ignore[arg-type]
+    if cfg.model.input_dim is not None and cfg.model.input_dim != datamodule.input_dim:
+        raise UserError(
+            f"model.input_dim={cfg.model.input_dim} disagrees with the data, which has {datamodule.input_dim} "
+            "features; leave model.input_dim=null to take it from the data."
+        )
+
+
+def _network(cfg: DictConfig, datamodule: Any) -> tuple[Any, dict[str, Any]]:
+    """The MLP for the data's width and outputs, with the thread count its size calls for."""
+    from experiments.models.mlp import build_mlp, count_parameters
+    from experiments.runtime import apply_threads, choose_threads
+
+    model_kwargs = OmegaConf.to_container(cfg.model, resolve=True)
+    model_kwargs.pop("input_dim")  # type: ignore[union-attr]
+    net = build_mlp(datamodule.input_dim, datamodule.num_outputs, **model_kwargs)  # type: ignore[arg-type]
+    n_params = count_parameters(net)
+    threads = choose_threads(cfg.threads, n_params, cfg.data.batch_size)
+    apply_threads(threads)
+    return net, {"model.n_params": n_params, "runtime.threads": threads}
+
+
+def _callbacks(cfg: DictConfig) -> list[Any]:
+    """The configured callbacks, plus what every run needs: the NaN stop, the weights' epoch, the Optuna
+    link of a sweep's trial and the run record that resume reads."""
+    from experiments.callbacks.nan_guard import NanGuard
+    from experiments.callbacks.weights_epoch import WeightsEpoch
+    from experiments.checkpoints import RunStateCheckpoint
+    from experiments.optuna_trial import pruning_callbacks
+
+    callbacks = [instantiated(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    if not any(isinstance(c, NanGuard) for c in callbacks):
+        callbacks.append(NanGuard())
+    callbacks.append(WeightsEpoch())
+    callbacks += pruning_callbacks(cfg)  # a job of an Optuna sweep: report the monitor, maybe get pruned
+    callbacks.append(RunStateCheckpoint(OmegaConf.to_yaml(cfg, resolve=True)))  # RNG + run record, for resume
+    return callbacks
+
+
+def _logger(cfg: DictConfig, datamodule: Any) -> Any:
+    """The run's MLflow logger (a child of its sweep's parent run in a sweep), or None."""
+    if cfg.logger is None or not cfg.logger.get("enabled", True):
+        return None
+    from experiments.tracking.run import build_logger
+    from experiments.tracking.sweep_job import join_sweep_parent
+
+    tags = {"dataset": datamodule.dataset_name, "task": datamodule.task, **{k: str(v) for k, v in cfg.tags.items()}}
+    tags.update(join_sweep_parent(cfg))  # in a sweep: a child of its parent run, in the parent's store
+    return build_logger(cfg, run_name_for(cfg), tags)
+
+
+def _trainer(cfg: DictConfig, callbacks: list[Any], logger: Any, datamodule: Any) -> Any:
+    """Lightning's Trainer as `cfg.trainer` says, with throttled checkpoint writes, and evaluation batches
+    sized to the network."""
+    from experiments.checkpoint_io import ThrottledCheckpointIO
+    from experiments.hardware import build_trainer
+    from experiments.runtime import choose_eval_batch_size, widest_layer
+
+    trainer_cfg = OmegaConf.create(OmegaConf.to_container(cfg.trainer, resolve=True))
+    callbacks = _one_progress_switch(trainer_cfg, callbacks)
+    throttle = cfg.trainer.get("accelerator") != "tpu"  # XLA saves through its own checkpoint IO
+    plugins = [ThrottledCheckpointIO(float(cfg.get("checkpoint_every_s", 0)))] if throttle else []
+    trainer = build_trainer(trainer_cfg, callbacks, logger or False, plugins)  # hardware + launch checks
+    datamodule.eval_batch_size = choose_eval_batch_size(cfg.data.get("eval_batch_size", "auto"),
+                                                        widest_layer(datamodule.input_dim, cfg.model.hidden_dims))
+    return trainer
+
+
+@contextmanager
+def _run_outcome(logger: Any, trainer: Any, cfg: DictConfig) -> Iterator[None]:
+    """The MLflow run ends with what ended the training: FAILED with the reason, KILLED when interrupted
+    (with the resume command printed) or pruned, and the error re-raised for the caller."""
+    from experiments.callbacks.nan_guard import NonFiniteLossError
+    from experiments.optuna_trial import close_pruned_run, is_trial_pruned
+    from experiments.tracking.run import finish_run
+
+    closes = logger is not None and trainer.is_global_zero
+    try:
+        yield
     except NonFiniteLossError as err:
-        if logger is not None and trainer.is_global_zero:
+        if closes:
             finish_run(logger, "FAILED", str(err))
         raise TrainingFailed(str(err)) from None
     except (KeyboardInterrupt, SystemExit) as err:
-        if logger is not None and trainer.is_global_zero:
+        if closes:
             finish_run(logger, "KILLED", "interrupted")
         from experiments.resume import exit_for_interrupt, report_interruption
 
@@ -140,19 +189,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
             report_interruption(logger, trainer.checkpoint_callbacks, cfg)
         raise exit_for_interrupt(err) from None
     except BaseException as err:
-        if logger is not None and trainer.is_global_zero:
+        if closes:
             if is_trial_pruned(err):  # KILLED + optuna.state=PRUNED; re-raised so the sweeper records PRUNED
                 close_pruned_run(logger, err)
             else:
                 finish_run(logger, "FAILED", f"{type(err).__name__}: {err}")
         raise
-    metrics["model/n_params"] = float(n_params)
-    if trainer.is_global_zero:
-        from experiments.summary import print_summary
-
-        print_summary(metrics, logger, run_name_for(cfg))
-    mark("train_returned")
-    return metrics
 
 
 def _training_module(cfg: DictConfig, net: Any, datamodule: Any) -> Any:
