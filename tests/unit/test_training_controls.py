@@ -108,7 +108,8 @@ def test_progress_bar_counts_the_epochs_batches(monkeypatch: pytest.MonkeyPatch,
     assert _train_bar_per_epoch(monkeypatch, compose_cfg, ["trainer.max_epochs=2"]) == [(5, 5), (5, 5)]
 
 
-def test_step_scheduler_lowers_the_learning_rate_each_epoch(monkeypatch: pytest.MonkeyPatch, compose_cfg) -> None:
+def _lr_per_epoch(monkeypatch: pytest.MonkeyPatch, compose_cfg, overrides: list[str]) -> list[float]:
+    """Train; return the learning rate as each epoch's `on_train_epoch_end` of the module saw it."""
     from experiments.models import module as module_file
 
     rates: list[float] = []
@@ -119,26 +120,21 @@ def test_step_scheduler_lowers_the_learning_rate_each_epoch(monkeypatch: pytest.
         rates.append(self.optimizers().optimizer.param_groups[0]["lr"])
 
     monkeypatch.setattr(module_file.ExperimentModule, "on_train_epoch_end", record)
-    _train(compose_cfg, ["trainer.max_epochs=3", "scheduler=step", "scheduler.step_size=1", "scheduler.gamma=0.5",
-                         "optimizer.lr=0.1"])
+    _train(compose_cfg, overrides)
+    return rates
+
+
+def test_step_scheduler_lowers_the_learning_rate_each_epoch(monkeypatch: pytest.MonkeyPatch, compose_cfg) -> None:
+    rates = _lr_per_epoch(monkeypatch, compose_cfg, ["trainer.max_epochs=3", "scheduler=step", "scheduler.step_size=1",
+                                                     "scheduler.gamma=0.5", "optimizer.lr=0.1"])
     assert rates == pytest.approx([0.05, 0.025, 0.0125])
 
 
 def test_plateau_scheduler_reads_the_monitored_metric(monkeypatch: pytest.MonkeyPatch, compose_cfg) -> None:
     """Lightning steps it after each validation with `monitor`: in max mode a falling val/loss is no progress."""
-    from experiments.models import module as module_file
-
-    rates: list[float] = []
-    original = module_file.ExperimentModule.on_train_epoch_end
-
-    def record(self):  # type: ignore[no-untyped-def]
-        original(self)
-        rates.append(self.optimizers().optimizer.param_groups[0]["lr"])
-
-    monkeypatch.setattr(module_file.ExperimentModule, "on_train_epoch_end", record)
-    _train(compose_cfg, ["trainer.max_epochs=4", "scheduler=plateau", "scheduler.patience=0", "scheduler.factor=0.5",
-                         "optimizer.lr=0.01", "monitor_mode=max"])
-    # Recorded before Lightning steps the scheduler for that epoch: the first epoch sets the best value.
+    rates = _lr_per_epoch(monkeypatch, compose_cfg, ["trainer.max_epochs=4", "scheduler=plateau", "scheduler.patience=0",
+                                                     "scheduler.factor=0.5", "optimizer.lr=0.01", "monitor_mode=max"])
+    # Recorded before Lightning steps the plateau scheduler for that epoch: the first epoch sets the best value.
     assert rates == pytest.approx([0.01, 0.01, 0.005, 0.0025])
 
 
