@@ -41,7 +41,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
     import_torchmetrics()  # before Lightning does, without the scipy.signal it would load for nothing
     import lightning.pytorch as pl
 
-    from experiments.callbacks.weights_epoch import WEIGHTS_EPOCH
     from experiments.checkpoints import checked_checkpoint, log_checkpoints
     from experiments.hardware import check_hardware
     from experiments.runtime import quiet_lightning_warnings, resume_gc_after_startup
@@ -69,7 +68,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         mark("fit_end")
         if trainer.interrupted:
             raise KeyboardInterrupt
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k != WEIGHTS_EPOCH}
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k != "epoch"}
         weights_epoch = _test(trainer, module, datamodule, cfg, metrics)
         mark("test_end")
         if logger is not None and trainer.is_global_zero:
@@ -120,17 +119,15 @@ def _network(cfg: DictConfig, datamodule: Any) -> tuple[Any, dict[str, Any]]:
 
 
 def _callbacks(cfg: DictConfig) -> list[Any]:
-    """The configured callbacks, plus what every run needs: the NaN stop, the weights' epoch, the Optuna
-    link of a sweep's trial and the run record that resume reads."""
+    """The configured callbacks, plus what every run needs: the NaN stop, the Optuna link of a sweep's
+    trial and the run record that resume reads."""
     from experiments.callbacks.nan_guard import NanGuard
-    from experiments.callbacks.weights_epoch import WeightsEpoch
     from experiments.checkpoints import RunStateCheckpoint
     from experiments.optuna_trial import pruning_callbacks
 
     callbacks = [instantiated(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     if not any(isinstance(c, NanGuard) for c in callbacks):
         callbacks.append(NanGuard())
-    callbacks.append(WeightsEpoch())
     callbacks += pruning_callbacks(cfg)  # a job of an Optuna sweep: report the monitor, maybe get pruned
     callbacks.append(RunStateCheckpoint(OmegaConf.to_yaml(cfg, resolve=True)))  # RNG + run record, for resume
     return callbacks
@@ -245,13 +242,14 @@ def _record_run_start(logger: Any, cfg: DictConfig, datamodule: Any, derived: di
 def _test(trainer: Any, module: Any, datamodule: Any, cfg: DictConfig, metrics: dict[str, float]) -> int:
     """Score the best checkpoint on the test split (when there is one and `test` is on), adding the
     `test/*` scores to `metrics`; return the epoch whose weights the module now holds."""
-    from experiments.callbacks.weights_epoch import fitted_weights_epoch
     from experiments.models.module import tested_metrics
 
-    weights_epoch = fitted_weights_epoch(trainer)
+    weights_epoch = _fitted_weights_epoch(trainer, cfg.monitor)
     if datamodule.arrays.sizes["test"] == 0 or not cfg.get("test", True):
         return weights_epoch
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if _averages_weights(trainer):  # the averaged weights exist only in the module, after fitting
+        best = ""
     trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
     metrics.update(tested_metrics(trainer))
     if not best:
@@ -259,6 +257,28 @@ def _test(trainer: Any, module: Any, datamodule: Any, cfg: DictConfig, metrics: 
     # Testing loaded the best checkpoint. Its epoch as published by the module: under `ddp_spawn` the
     # module here never trained (only weights and callback metrics come back).
     return int(metrics.get(f"{cfg.monitor}_best_epoch", module.best_epoch))
+
+
+def _averages_weights(trainer: Any) -> bool:
+    from lightning.pytorch.callbacks import StochasticWeightAveraging
+
+    return any(isinstance(callback, StochasticWeightAveraging) for callback in trainer.callbacks)
+
+
+def _fitted_weights_epoch(trainer: Any, monitor: str) -> int:
+    """The epoch whose weights the module holds as fitting ends: early stopping's restored one, else the
+    last validated one. A `ddp_spawn` launcher never trained; it reads the callback metrics that
+    Lightning brings back from the rank-0 worker (`epoch`, `<monitor>_best_epoch`)."""
+    from experiments.callbacks.early_stopping import EarlyStopping
+
+    metrics = trainer.callback_metrics
+    for callback in trainer.callbacks:
+        if isinstance(callback, EarlyStopping) and callback.enabled and callback.restore_best_weights:
+            if callback.restored_epoch is not None:
+                return callback.restored_epoch
+            if callback.monitor == monitor and f"{monitor}_best_epoch" in metrics:
+                return int(metrics[f"{monitor}_best_epoch"])
+    return int(metrics["epoch"]) if "epoch" in metrics else trainer.current_epoch - 1
 
 
 def objective_value(metrics: dict[str, float], cfg: DictConfig) -> Any:

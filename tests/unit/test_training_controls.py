@@ -169,3 +169,48 @@ def test_training_collects_garbage_again_after_the_paused_start_up(compose_cfg) 
     finally:
         gc.unfreeze()
         gc.enable()
+
+
+def test_a_stock_learning_rate_monitor_logs_the_schedule(compose_cfg, outputs) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from tests.conftest import store_uri
+
+    _train(compose_cfg, ["logger=mlflow", "trainer.max_epochs=3", "scheduler=step", "scheduler.step_size=1",
+                         "scheduler.gamma=0.5", "optimizer.lr=0.1",
+                         "+callbacks.lr_monitor._target_=lightning.pytorch.callbacks.LearningRateMonitor",
+                         "+callbacks.lr_monitor.logging_interval=epoch"])
+    client = MlflowClient(store_uri(outputs))
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    history = sorted(client.get_metric_history(run.info.run_id, "lr-Adam"), key=lambda m: m.step)
+    assert [m.value for m in history] == pytest.approx([0.1, 0.05, 0.025])  # as each epoch starts
+
+
+def test_stochastic_weight_averaging_ends_with_and_tests_the_averaged_weights(monkeypatch: pytest.MonkeyPatch,
+                                                                             compose_cfg) -> None:
+    """`experiment=overfitting/swa`: Lightning's stock callback averages the weights of the epochs from
+    `swa_epoch_start` on; the run ends with that average and scores the test split with it, not with the
+    best checkpoint (one epoch's weights)."""
+    from experiments.models import module as module_file
+
+    epoch_weights: list[torch.Tensor] = []
+    tested: list[torch.Tensor] = []
+    original_epoch_end = module_file.ExperimentModule.on_train_epoch_end
+
+    def record_epoch(self):  # type: ignore[no-untyped-def]
+        original_epoch_end(self)
+        epoch_weights.append(self.net[0].weight.detach().clone())
+
+    monkeypatch.setattr(module_file.ExperimentModule, "on_train_epoch_end", record_epoch)
+    monkeypatch.setattr(module_file.ExperimentModule, "on_test_start",
+                        lambda self: tested.append(self.net[0].weight.detach().clone()), raising=False)
+    run = _run_end(monkeypatch, compose_cfg, ["experiment=overfitting/swa", "trainer.max_epochs=8",
+                                              "callbacks.swa.swa_epoch_start=0.5", "test=true"])
+    assert len(epoch_weights) == 8
+    # Lightning averages the weights that epochs 4..8 (counted from 1; int(0.5 * 8) is the first) start
+    # with: those the 3rd..7th epochs ended with.
+    averaged = torch.stack(epoch_weights[2:7]).mean(dim=0)
+    assert torch.allclose(run["weights"], averaged, atol=1e-6)
+    assert not torch.allclose(run["weights"], epoch_weights[-1])
+    assert len(tested) == 1 and torch.equal(tested[0], run["weights"])
+    assert "test/loss" in run["metrics"]
