@@ -14,12 +14,10 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
-from experiments.import_shortcuts import import_torchmetrics
-from experiments.runtime import pause_gc_for_startup
+from experiments.speedups import pause_gc_for_startup
 
 if __name__ == "__main__" and sys.argv[1:2] == ["framework"]:
     pause_gc_for_startup()  # as `experiments train` starts (train() resumes it when fitting starts)
-import_torchmetrics()  # as `experiments train` does, for both paths
 
 import lightning.pytorch as pl
 
@@ -104,7 +102,7 @@ def run_loop(workload: dict[str, Any]) -> dict[str, float]:
 
     from experiments.models.mlp import build_mlp
     from experiments.models.optim import optimizer_factory
-    from experiments.runtime import apply_threads, choose_threads
+    from experiments.sizing import apply_threads, choose_threads
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose(workload, Path(tmp))

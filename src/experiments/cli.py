@@ -47,7 +47,7 @@ examples:
 
 
 def _train(args: list[str]) -> int:
-    from experiments.runtime import pause_gc_for_startup
+    from experiments.speedups import pause_gc_for_startup
 
     pause_gc_for_startup()  # `train()` resumes it when fitting starts
     os.environ[SUBCOMMAND_ENV] = "train"
@@ -111,31 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:  # the reader went away (`experiments train --help | head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush has nowhere to fail
         sys.exit(1)
-    if argv is None and os.environ.get(NORMAL_EXIT_ENV) != "1":  # the process's own entry point, not a caller's
-        _exit_fast(code)
+    if argv is None:  # the process's own entry point, not a caller's
+        from experiments.speedups import exit_fast
+
+        exit_fast(code)
     sys.exit(code)
-
-
-# Off switch of the fast exit below (e.g. to debug an exit-time problem): EXPERIMENTS_NORMAL_EXIT=1.
-NORMAL_EXIT_ENV = "EXPERIMENTS_NORMAL_EXIT"
-
-
-def _exit_fast(code: int) -> None:
-    """Shut down as the interpreter does (threads, then atexit handlers: MLflow, logging, launchers),
-    flush, and leave without its module-by-module teardown, which takes ~2 s once torch and MLflow are
-    loaded — longer than the seed experiment trains."""
-    import atexit
-    import threading
-
-    shutdown = getattr(threading, "_shutdown", None)  # private: where it is gone, exit the normal way
-    if shutdown is None:
-        sys.exit(code)
-    # First, as the interpreter does: wait for non-daemon threads and run the hooks registered with
-    # `threading._register_atexit`. joblib's process pool (the joblib launcher) and concurrent.futures
-    # stop their idle workers there; skipped, multiprocessing's atexit handler then waits for those
-    # workers to time out (300 s after a joblib sweep).
-    shutdown()
-    atexit._run_exitfuncs()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)

@@ -148,16 +148,14 @@ def csv_rows(model: Any, config: DictConfig, path: str, target: str | None) -> t
 
 def evaluate(source: Source, csv: str | None, target: str | None) -> tuple[dict[str, float], str, int]:
     """Test metrics, a description of the data evaluated, and its number of rows."""
-    from experiments.import_shortcuts import import_torchmetrics
-
-    import_torchmetrics()
     import lightning.pytorch as pl
     import torch
     from torch.utils.data import TensorDataset
 
     from experiments.data.loader import batch_loader
     from experiments.models.module import ExperimentModule, tested_metrics
-    from experiments.runtime import choose_eval_batch_size, quiet_lightning_warnings, widest_layer
+    from experiments.console import quiet_lightning_warnings
+    from experiments.sizing import choose_eval_batch_size, widest_layer
 
     quiet_lightning_warnings()
     cfg = source.config

@@ -36,14 +36,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     cfg = prepare_continuation(cfg)  # resume=…: the run's recorded config, its checkpoint and run id
     validate_config(cfg)  # a config error is reported before torch is imported
 
-    from experiments.import_shortcuts import import_torchmetrics
-
-    import_torchmetrics()  # before Lightning does, without the scipy.signal it would load for nothing
     import lightning.pytorch as pl
 
     from experiments.checkpoints import checked_checkpoint, log_checkpoints
-    from experiments.hardware import check_hardware
-    from experiments.runtime import quiet_lightning_warnings, resume_gc_after_startup
+    from experiments.devices import check_hardware
+    from experiments.console import quiet_lightning_warnings
+    from experiments.speedups import resume_gc_after_startup
     from experiments.tracking.run import finish_run, log_trained_model
 
     quiet_lightning_warnings()
@@ -107,7 +105,7 @@ def _check_against_the_data(cfg: DictConfig, datamodule: Any) -> None:
 def _network(cfg: DictConfig, datamodule: Any) -> tuple[Any, dict[str, Any]]:
     """The MLP for the data's width and outputs, with the thread count its size calls for."""
     from experiments.models.mlp import build_mlp, count_parameters
-    from experiments.runtime import apply_threads, choose_threads
+    from experiments.sizing import apply_threads, choose_threads
 
     model_kwargs = OmegaConf.to_container(cfg.model, resolve=True)
     model_kwargs.pop("input_dim")  # type: ignore[union-attr]
@@ -149,8 +147,8 @@ def _trainer(cfg: DictConfig, callbacks: list[Any], logger: Any, datamodule: Any
     """Lightning's Trainer as `cfg.trainer` says, with throttled checkpoint writes, and evaluation batches
     sized to the network."""
     from experiments.checkpoint_io import ThrottledCheckpointIO
-    from experiments.hardware import build_trainer
-    from experiments.runtime import choose_eval_batch_size, widest_layer
+    from experiments.devices import build_trainer
+    from experiments.sizing import choose_eval_batch_size, widest_layer
 
     trainer_cfg = OmegaConf.create(OmegaConf.to_container(cfg.trainer, resolve=True))
     callbacks = _one_progress_switch(trainer_cfg, callbacks)

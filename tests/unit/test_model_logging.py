@@ -7,7 +7,7 @@ import logging
 import pytest
 from mlflow.utils import requirements_utils
 
-from experiments.tracking.run import _requirements_map_of
+from experiments.speedups import requirements_map_of
 
 
 def test_a_requirement_the_environment_does_not_meet_is_still_reported(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -23,7 +23,7 @@ def test_a_requirement_the_environment_does_not_meet_is_still_reported(monkeypat
     logger.addHandler(handler)
     logger.setLevel(logging.WARNING)
     try:
-        with _requirements_map_of({"torch": "torch==0.0.1"}):
+        with requirements_map_of({"torch": "torch==0.0.1"}):
             requirements_utils.warn_dependency_requirement_mismatches(["torch==0.0.1"])
     finally:
         logger.removeHandler(handler)

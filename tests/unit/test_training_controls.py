@@ -159,7 +159,7 @@ def test_training_collects_garbage_again_after_the_paused_start_up(compose_cfg) 
     """`experiments train` loads with cycle collection paused; a long training must not run without it."""
     import gc
 
-    from experiments.runtime import pause_gc_for_startup
+    from experiments.speedups import pause_gc_for_startup
 
     try:
         pause_gc_for_startup()

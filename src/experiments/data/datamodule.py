@@ -83,7 +83,7 @@ class TabularDataModule(pl.LightningDataModule):
                   encoding.encode(target.to_numpy()[idx])) for idx in rows]
         self.arrays = SplitArrays(*parts[0], *parts[1], *parts[2])
         self.batch_size = batch_size
-        # `auto` depends on the model's width: train() and `experiments eval` set it (see runtime.py).
+        # `auto` depends on the model's width: train() and `experiments eval` set it (see sizing.py).
         self.eval_batch_size = 8192 if eval_batch_size == "auto" else int(eval_batch_size)
         self.shuffle_seed = shuffle_seed
         check_policy(keep_on_device)

@@ -80,6 +80,7 @@ def log_trained_model(logger: EpochMLFlowLogger, model: Any, example: Any, epoch
     import torch
     from mlflow.models import Model
 
+    from experiments.speedups import requirements_map_of
     from experiments.tracking.pyfunc_model import signature
 
     # A Python object as the model is the documented way to log a PythonModel; MLflow warns about it each time.
@@ -96,7 +97,7 @@ def log_trained_model(logger: EpochMLFlowLogger, model: Any, example: Any, epoch
         # MLflow files a new model under the experiment `MLFLOW_EXPERIMENT_ID` names (else the Default
         # experiment, with a ./mlruns artifact location): set to the run's own for this call.
         # `Model.log` is what `mlflow.pyfunc.log_model` calls; it alone takes the run's id.
-        with _environment(MLFLOW_EXPERIMENT_ID=logger.experiment_id), _requirements_map_of(requirements), \
+        with _environment(MLFLOW_EXPERIMENT_ID=logger.experiment_id), requirements_map_of(requirements), \
                 warnings.catch_warnings():
             # MLflow's hint about integer columns in the example concerns inferred schemas; ours is given.
             warnings.filterwarnings("ignore", message=".*integer column.*", category=UserWarning)
@@ -132,33 +133,6 @@ def _environment(**values: str) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-
-
-@contextmanager
-def _requirements_map_of(requirements: dict[str, str]) -> Iterator[None]:
-    """Let MLflow's requirement check map just the model's own packages to their modules.
-
-    Before logging, MLflow checks each pip requirement against the installed version (it warns on a
-    mismatch; that check still runs). To find a requirement's module it first maps every module of
-    every installed distribution (`importlib.metadata.packages_distributions()`): ~1.3 s here, four
-    times the seed network's training, and nothing in MLflow's public API skips it. The map is a
-    private cache that MLflow fills when it is None; handing it the few packages the model requires
-    skips the scan. Should a later MLflow rename the cache, this does nothing and logging is slower.
-    """
-    from mlflow.utils import requirements_utils
-
-    if getattr(requirements_utils, "_MODULES_TO_PACKAGES", False) is not None:
-        yield  # already filled (or no longer there): nothing to save
-        return
-    requirements_utils._MODULES_TO_PACKAGES = {
-        "mlflow": ["mlflow"], "sklearn": ["scikit-learn"],
-        **{package: [package] for package in requirements if package != "scikit-learn"}
-    }
-    try:
-        yield
-    finally:  # the next caller in this process (another sweep job, a user's own log_model) scans as usual
-        requirements_utils._MODULES_TO_PACKAGES = None
-        requirements_utils._PACKAGES_TO_MODULES = None
 
 
 def finish_run(logger: EpochMLFlowLogger, status: str, reason: str | None = None) -> None:

@@ -1,12 +1,18 @@
-"""The CLI's fast exit: the hooks that matter still run, and it can be switched off."""
+"""The speed-ups (`experiments.speedups`): what each one skips, that what matters still happens, and
+that each can be switched off."""
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+import pytest
+
+from experiments.speedups import pause_gc_for_startup, resume_gc_after_startup
 
 
 def test_exit_still_removes_temporary_folders_and_flushes_output(tmp_path: Path) -> None:
@@ -17,7 +23,8 @@ def test_exit_still_removes_temporary_folders_and_flushes_output(tmp_path: Path)
         left_open = tempfile.TemporaryDirectory(dir=sys.argv[1])  # cleaned by its exit-time finalizer
         atexit.register(lambda: print("atexit hook ran"))
         print(left_open.name, end=" ")
-        cli._exit_fast(3)
+        from experiments.speedups import exit_fast
+        exit_fast(3)
     """)
     done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
                           timeout=120, check=False)
@@ -39,7 +46,21 @@ def test_the_normal_exit_can_be_asked_for(tmp_path: Path) -> None:
         sys.argv = ["experiments", "ui", "--tracking-uri", "http://127.0.0.1:5999"]  # returns at once
         cli.main()
     """)
-    for switch, expected in (("1", True), ("0", False)):
+    switches = [({"EXPERIMENTS_NORMAL_EXIT": "1"}, True), ({"EXPERIMENTS_NORMAL_EXIT": "0"}, False),
+                ({"EXPERIMENTS_NO_SPEEDUPS": "gc_pause,fast_exit"}, True), ({"EXPERIMENTS_NO_SPEEDUPS": "all"}, True),
+                ({"EXPERIMENTS_NO_SPEEDUPS": "gc_pause"}, False)]
+    for switch, expected in switches:
+        env = {k: v for k, v in os.environ.items() if k not in ("EXPERIMENTS_NORMAL_EXIT", "EXPERIMENTS_NO_SPEEDUPS")}
         done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                              check=False, env={**os.environ, "EXPERIMENTS_NORMAL_EXIT": switch})
+                              check=False, env={**env, **switch})
         assert ("teardown ran" in done.stdout) is expected, (switch, done.stdout[-500:], done.stderr[-500:])
+
+
+def test_switched_off_start_up_keeps_collecting_garbage(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EXPERIMENTS_NO_SPEEDUPS", "gc_pause")
+    try:
+        pause_gc_for_startup()
+        assert gc.isenabled()
+    finally:
+        resume_gc_after_startup()
+        gc.enable()

@@ -1,0 +1,33 @@
+"""What the console shows around a run: Lightning's advice that does not apply here is kept quiet."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+
+def quiet_lightning_warnings() -> None:
+    """Lightning's advice about DataLoader workers and log intervals does not apply to in-memory
+    whole-batch loading with per-epoch logging; it would only bury the warnings that matter."""
+    for pattern in (
+        r".*does not have many workers.*",
+        r".*The number of training batches .* is smaller than the logging interval.*",
+        r".*Checkpoint directory .* exists and is not empty.*",
+        r".*`isinstance\(treespec, LeafSpec\)` is deprecated.*",
+    ):
+        warnings.filterwarnings("ignore", message=pattern)
+    for name in _RANK_ZERO_LOGGERS:  # Lightning's rank-zero messages go through one of these
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _NoAdvertisements) for f in logger.filters):
+            logger.addFilter(_NoAdvertisements())
+
+
+_RANK_ZERO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+
+
+class _NoAdvertisements(logging.Filter):
+    """Drops Lightning's "💡 Tip: …" lines (a cloud-logging advertisement printed whenever a Trainer
+    starts without its own logger): our console shows only what the framework means to say."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith("💡 Tip")

@@ -1,0 +1,46 @@
+"""Sizes chosen for the model: intra-op threads for training, rows per evaluation batch."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+# Below this many multiply-adds per batch, a second intra-op thread costs more in hand-off than it
+# gains, and collapses when another process is busy (figures in docs/performance.md).
+_SMALL_BATCH_FLOPS = 2_000_000
+
+
+def choose_threads(requested: int | str, params_per_sample: int, batch_size: int) -> int:
+    """`auto`: one thread for small models, all cores otherwise; an integer is taken as given."""
+    if requested != "auto":
+        return max(1, int(requested))
+    if params_per_sample * batch_size < _SMALL_BATCH_FLOPS:
+        return 1
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def apply_threads(count: int) -> None:
+    import torch
+
+    if torch.get_num_threads() != count:
+        torch.set_num_threads(count)
+
+
+# Evaluation keeps no gradients, so few large batches cost least, until one batch's activations outgrow
+# the CPU's caches (figures in docs/performance.md). `auto` sizes a batch to 8 MiB of float32
+# activations at the widest layer.
+_EVAL_BATCH_BYTES = 8 * 2**20
+_EVAL_BATCH_MAX_ROWS = 8192
+_EVAL_BATCH_MIN_ROWS = 256
+
+
+def widest_layer(input_dim: int, hidden_dims: Iterable[int]) -> int:
+    return max([int(input_dim), *(int(width) for width in hidden_dims)])
+
+
+def choose_eval_batch_size(requested: int | str, widest: int) -> int:
+    """Rows per validation/test batch (`auto`: a power of two, 2048 at 1024 units, 8192 at 256 or fewer)."""
+    if requested != "auto":
+        return int(requested)
+    rows = _EVAL_BATCH_BYTES // (4 * max(widest, 1))
+    return max(_EVAL_BATCH_MIN_ROWS, min(_EVAL_BATCH_MAX_ROWS, 1 << (rows.bit_length() - 1)))

@@ -1,0 +1,123 @@
+"""Every shortcut the framework takes for speed, in one place, each with its off switch.
+
+A shortcut stays only while it saves at least 0.1 s per run or 3 % of a benchmark workload when
+re-measured (figures in docs/performance.md). Each can be switched off by name, or all at once:
+`EXPERIMENTS_NO_SPEEDUPS=fast_exit,gc_pause` or `EXPERIMENTS_NO_SPEEDUPS=all`. Those that lean on a
+library's internals check the version they were measured on and stand aside outside it, so an
+upgrade can make a run slower but never wrong.
+
+- `gc_pause`: no cyclic garbage collection while the process loads (public `gc` API).
+- `requirements_map`: MLflow's requirement check maps only the model's own packages (private cache).
+- `fast_exit`: the process leaves without the interpreter's module teardown (private `threading` hook).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+SWITCH_ENV = "EXPERIMENTS_NO_SPEEDUPS"
+NAMES = ("gc_pause", "requirements_map", "fast_exit")
+# The fast exit's older switch, kept working: EXPERIMENTS_NORMAL_EXIT=1.
+NORMAL_EXIT_ENV = "EXPERIMENTS_NORMAL_EXIT"
+
+
+def enabled(name: str) -> bool:
+    """Whether the shortcut `name` is on (it is unless `EXPERIMENTS_NO_SPEEDUPS` names it, or says all)."""
+    off = {part.strip() for part in os.environ.get(SWITCH_ENV, "").split(",") if part.strip()}
+    if name == "fast_exit" and os.environ.get(NORMAL_EXIT_ENV) == "1":
+        return False
+    return not ({"all", "1", name} & off)
+
+
+def _version_of(distribution: str) -> tuple[int, ...]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return tuple(int(part) for part in version(distribution).split(".")[:2] if part.isdigit())
+    except PackageNotFoundError:
+        return ()
+
+
+# --- gc_pause -----------------------------------------------------------------------------------------
+# Start-up (importing torch, Lightning and MLflow, creating the MLflow store) builds hundreds of thousands
+# of long-lived objects; the cyclic collector rescans all of them each time their number grows by a quarter.
+_gc_paused_for_startup = False
+
+
+def pause_gc_for_startup() -> None:
+    """Called first thing by `experiments train`: no cycle collection while the process loads."""
+    global _gc_paused_for_startup
+    if gc.isenabled() and enabled("gc_pause"):
+        gc.disable()
+        _gc_paused_for_startup = True
+
+
+def resume_gc_after_startup() -> None:
+    """Called when training starts: what start-up built is frozen (never rescanned; it lives as long as
+    the process anyway) and collection resumes for what training allocates. Later calls do nothing."""
+    global _gc_paused_for_startup
+    if _gc_paused_for_startup:
+        gc.freeze()
+        gc.enable()
+        _gc_paused_for_startup = False
+
+
+# --- requirements_map ---------------------------------------------------------------------------------
+_MLFLOW_MEASURED = 3
+
+
+@contextmanager
+def requirements_map_of(requirements: dict[str, str]) -> Iterator[None]:
+    """Let MLflow's requirement check map just the model's own packages to their modules.
+
+    Before logging, MLflow checks each pip requirement against the installed version (it warns on a
+    mismatch; that check still runs). To find a requirement's module it first maps every module of
+    every installed distribution (`importlib.metadata.packages_distributions()`), which takes longer than
+    training the seed network, and nothing in MLflow's public API skips it. The map is a
+    private cache that MLflow fills when it is None; handing it the few packages the model requires
+    skips the scan. Should a later MLflow rename the cache, this does nothing and logging is slower.
+    """
+    from mlflow.utils import requirements_utils
+
+    measured = _version_of("mlflow")[:1] == (_MLFLOW_MEASURED,)
+    if not (enabled("requirements_map") and measured) or \
+            getattr(requirements_utils, "_MODULES_TO_PACKAGES", False) is not None:
+        yield  # already filled (or no longer there): nothing to save
+        return
+    requirements_utils._MODULES_TO_PACKAGES = {
+        "mlflow": ["mlflow"], "sklearn": ["scikit-learn"],
+        **{package: [package] for package in requirements if package != "scikit-learn"}
+    }
+    try:
+        yield
+    finally:  # the next caller in this process (another sweep job, a user's own log_model) scans as usual
+        requirements_utils._MODULES_TO_PACKAGES = None
+        requirements_utils._PACKAGES_TO_MODULES = None
+
+
+# --- fast_exit ----------------------------------------------------------------------------------------
+_PYTHON_MEASURED = ((3, 11), (3, 12), (3, 13))
+
+
+def exit_fast(code: int) -> None:
+    """Shut down as the interpreter does (threads, then atexit handlers: MLflow, logging, launchers),
+    flush, and leave without its module-by-module teardown, slow once torch and MLflow are loaded."""
+    import atexit
+    import threading
+
+    shutdown = getattr(threading, "_shutdown", None)  # private: where it is gone, exit the normal way
+    if shutdown is None or not enabled("fast_exit") or sys.version_info[:2] not in _PYTHON_MEASURED:
+        sys.exit(code)
+    # First, as the interpreter does: wait for non-daemon threads and run the hooks registered with
+    # `threading._register_atexit`. joblib's process pool (the joblib launcher) and concurrent.futures
+    # stop their idle workers there; skipped, multiprocessing's atexit handler then waits for those
+    # workers to time out (300 s after a joblib sweep).
+    shutdown()
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
