@@ -66,6 +66,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         mark("fit_end")
         if trainer.interrupted:
             raise KeyboardInterrupt
+        if _averages_weights(trainer):
+            # Stochastic weight averaging ends with weights no epoch validated: score them once more,
+            # so the run's final val/* (one step past the last epoch) describe the model it ends with.
+            trainer.validate(module, datamodule=datamodule, verbose=False)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k != "epoch"}
         weights_epoch = _test(trainer, module, datamodule, cfg, metrics)
         mark("test_end")

@@ -204,6 +204,9 @@ def test_stochastic_weight_averaging_ends_with_and_tests_the_averaged_weights(mo
     monkeypatch.setattr(module_file.ExperimentModule, "on_train_epoch_end", record_epoch)
     monkeypatch.setattr(module_file.ExperimentModule, "on_test_start",
                         lambda self: tested.append(self.net[0].weight.detach().clone()), raising=False)
+    validated: list[torch.Tensor] = []
+    monkeypatch.setattr(module_file.ExperimentModule, "on_validation_start",
+                        lambda self: validated.append(self.net[0].weight.detach().clone()), raising=False)
     run = _run_end(monkeypatch, compose_cfg, ["experiment=overfitting/swa", "trainer.max_epochs=8",
                                               "callbacks.swa.swa_epoch_start=0.5", "test=true"])
     assert len(epoch_weights) == 8
@@ -213,4 +216,6 @@ def test_stochastic_weight_averaging_ends_with_and_tests_the_averaged_weights(mo
     assert torch.allclose(run["weights"], averaged, atol=1e-6)
     assert not torch.allclose(run["weights"], epoch_weights[-1])
     assert len(tested) == 1 and torch.equal(tested[0], run["weights"])
+    # The run's final val/* belong to the averaged weights too: validated once more after the last epoch.
+    assert len(validated) == 8 + 1 and torch.equal(validated[-1], run["weights"])
     assert "test/loss" in run["metrics"]
