@@ -18,7 +18,8 @@ DATASETS = (
     "csv",
 )
 # Keyword arguments of models.mlp.build_mlp a `model` config may set (`input_dim` is taken out first).
-MODEL_KEYS = ("input_dim", "hidden_dims", "activation", "dropout", "norm", "init", "init_std", "bias_init")
+BUILD_MLP = "experiments.models.mlp.build_mlp"  # the `model._target_` of every preset
+MODEL_KEYS = ("_target_", "_partial_", "input_dim", "hidden_dims", "activation", "dropout", "norm", "init", "init_std", "bias_init")
 # The scores models/epoch_metrics.py computes per task; published as train/<score> and val/<score>.
 TASK_SCORES = {
     "binary": ("acc", "auroc", "f1"),

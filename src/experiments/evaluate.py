@@ -97,15 +97,12 @@ def _checkpoint_model(source: Source, datamodule: Any) -> Any:
     """A checkpoint's weights in the run's network, with the preprocessing its recorded data config fits
     again (deterministically: the same split, the same training rows)."""
     from experiments.checkpoints import check_fits
-    from experiments.models.mlp import build_mlp
+    from experiments.models.mlp import network_from_config
     from experiments.models.module import ExperimentModule
     from experiments.tracking.pyfunc_model import TabularModel
 
     assert source.checkpoint is not None
-    kwargs = OmegaConf.to_container(source.config.model, resolve=True)
-    assert isinstance(kwargs, dict)
-    kwargs.pop("input_dim", None)
-    net = build_mlp(datamodule.input_dim, datamodule.num_outputs, **kwargs)
+    net = network_from_config(source.config.model, datamodule.input_dim, datamodule.num_outputs)
     module = ExperimentModule(net, **datamodule.target.training_settings())
     check_fits(source.checkpoint, module, source.origin)
     module.load_state_dict(source.checkpoint["state_dict"])
@@ -175,7 +172,7 @@ def evaluate(source: Source, csv: str | None, target: str | None) -> tuple[dict[
     module = ExperimentModule(model.net, **model.preparation.target.training_settings(),
                               optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True))  # type: ignore[arg-type]
     rows = choose_eval_batch_size(cfg.data.get("eval_batch_size", "auto"),
-                                  widest_layer(dataset.tensors[0].shape[1], cfg.model.hidden_dims))
+                                  widest_layer(dataset.tensors[0].shape[1], cfg.model.get("hidden_dims") or []))
     loader = batch_loader(dataset, rows, shuffle=False, seed=0)
     trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False,

@@ -2,7 +2,8 @@
 
 Before optimizers and schedulers were named by `_target_`, they were named by `name` (adam, sgd, …;
 none, step, cosine, plateau), with the epoch budget and monitor mode filled in when built; checkpoints
-were written by a subclass of Lightning's `ModelCheckpoint` that is gone.
+were written by a subclass of Lightning's `ModelCheckpoint` that is gone; the network was always the MLP,
+with no `model._target_`.
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ def upgraded(cfg: DictConfig) -> DictConfig:
     if "name" in scheduler and "_target_" not in scheduler:
         max_epochs = int((plain.get("trainer") or {}).get("max_epochs") or 1)
         plain["scheduler"] = _scheduler(scheduler, max_epochs, str(plain.get("monitor_mode", "min")))
+    model = plain.get("model")
+    if isinstance(model, dict) and "_target_" not in model:  # the MLP, before networks were named by target
+        plain["model"] = {"_target_": "experiments.models.mlp.build_mlp", "_partial_": True, **model}
     plain.pop("steps_per_item", None)  # an earlier speed setting; training is the same without it
     for callback in (plain.get("callbacks") or {}).values():  # a subclass that only copied metrics faster
         if isinstance(callback, dict) and callback.get("_target_") in _RETIRED_CALLBACKS:

@@ -27,13 +27,17 @@ def run_name_for(cfg: DictConfig) -> str:
     """The user's `logger.run_name`, else the architecture and every regularizer that is on."""
     if cfg.logger.get("run_name"):
         return str(cfg.logger.run_name)
-    hidden = "x".join(str(w) for w in cfg.model.hidden_dims) or "linear"
-    parts = [f"mlp-{cfg.model.activation}-{hidden}"]
+    target = str(cfg.model.get("_target_") or "experiments.models.mlp.build_mlp")
+    if target.endswith(".build_mlp"):
+        hidden = "x".join(str(w) for w in cfg.model.hidden_dims) or "linear"
+        parts = [f"mlp-{cfg.model.activation}-{hidden}"]
+    else:  # a user's own network: named by its builder
+        parts = [target.rsplit(".", 1)[-1]]
     for key, label in _IN_THE_NAME.items():
         value = OmegaConf.select(cfg, key)
         if value:
             parts.append(f"{label}={short(value)}")
-    if cfg.model.norm != "none":
+    if cfg.model.get("norm", "none") != "none":
         parts.append(f"{cfg.model.norm}norm")
     return "-".join(parts)
 

@@ -107,13 +107,12 @@ def _check_against_the_data(cfg: DictConfig, datamodule: Any) -> None:
 
 
 def _network(cfg: DictConfig, datamodule: Any) -> tuple[Any, dict[str, Any]]:
-    """The MLP for the data's width and outputs, with the thread count its size calls for."""
-    from experiments.models.mlp import build_mlp, count_parameters
+    """The network `cfg.model` names (by `_target_`; the MLP in every preset) for the data's width and
+    outputs, with the thread count its size calls for."""
+    from experiments.models.mlp import count_parameters, network_from_config
     from experiments.sizing import apply_threads, choose_threads
 
-    model_kwargs = OmegaConf.to_container(cfg.model, resolve=True)
-    model_kwargs.pop("input_dim")  # type: ignore[union-attr]
-    net = build_mlp(datamodule.input_dim, datamodule.num_outputs, **model_kwargs)  # type: ignore[arg-type]
+    net = network_from_config(cfg.model, datamodule.input_dim, datamodule.num_outputs)
     n_params = count_parameters(net)
     threads = choose_threads(cfg.threads, n_params, cfg.data.batch_size)
     apply_threads(threads)
@@ -160,7 +159,7 @@ def _trainer(cfg: DictConfig, callbacks: list[Any], logger: Any, datamodule: Any
     plugins = [ThrottledCheckpointIO(float(cfg.get("checkpoint_every_s", 0)))] if throttle else []
     trainer = build_trainer(trainer_cfg, callbacks, logger or False, plugins)  # hardware + launch checks
     datamodule.eval_batch_size = choose_eval_batch_size(cfg.data.get("eval_batch_size", "auto"),
-                                                        widest_layer(datamodule.input_dim, cfg.model.hidden_dims))
+                                                        widest_layer(datamodule.input_dim, cfg.model.get("hidden_dims") or []))
     return trainer
 
 

@@ -113,10 +113,15 @@ def _check_complete(cfg: DictConfig) -> None:
 
 
 def _validate_model(net: DictConfig) -> None:
+    if net.get("input_dim") is not None:
+        _positive("model.input_dim", net.input_dim)
+    if net.get("_target_", choices.BUILD_MLP) != choices.BUILD_MLP:
+        return  # a user's own network builder: its arguments are checked when it is called
     unknown = [str(key) for key in net if key not in choices.MODEL_KEYS]
     if unknown:
-        raise UserError(f"model.{unknown[0]} is not a model option; the options are: "
-                        f"{', '.join(choices.MODEL_KEYS)}.")
+        options = [key for key in choices.MODEL_KEYS if not key.startswith("_")]
+        raise UserError(f"model.{unknown[0]} is not a model option; the options are: {', '.join(options)} "
+                        "(or name your own network builder with model._target_).")
     _one_of("model.activation", net.activation, choices.ACTIVATIONS)
     _one_of("model.norm", net.norm, choices.NORMS)
     _one_of("model.init", net.init, choices.INITS)
@@ -124,8 +129,6 @@ def _validate_model(net: DictConfig) -> None:
     if isinstance(hidden, (str, int, float)) or not all(_is_whole(width) and width > 0 for width in hidden):
         raise UserError(f"model.hidden_dims must be a list of positive integers, e.g. [64,32] ([] for none), "
                         f"got {hidden!r}.")
-    if net.input_dim is not None:
-        _positive("model.input_dim", net.input_dim)
     if not _is_number(net.dropout) or not 0.0 <= net.dropout < 1.0:
         raise UserError(f"model.dropout must be a number in [0, 1), got {net.dropout!r}.")
     _positive("model.init_std", net.get("init_std", 0.02))

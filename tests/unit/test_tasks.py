@@ -118,4 +118,4 @@ def test_the_model_options_the_config_check_allows_are_the_builders_keywords() -
     from experiments.models.mlp import build_mlp
 
     keywords = list(inspect.signature(build_mlp).parameters)[2:]  # after input_dim and output_dim
-    assert set(choices.MODEL_KEYS) == {"input_dim", *keywords}
+    assert set(choices.MODEL_KEYS) == {"_target_", "_partial_", "input_dim", *keywords}

@@ -219,3 +219,31 @@ def test_stochastic_weight_averaging_ends_with_and_tests_the_averaged_weights(mo
     # The run's final val/* belong to the averaged weights too: validated once more after the last epoch.
     assert len(validated) == 8 + 1 and torch.equal(validated[-1], run["weights"])
     assert "test/loss" in run["metrics"]
+
+
+def two_layer_net(input_dim: int, output_dim: int, width: int = 4, bias_init: float | None = None) -> torch.nn.Module:
+    """A user's own network builder, named from the command line by `model._target_`."""
+    net = torch.nn.Sequential(torch.nn.Linear(input_dim, width), torch.nn.Tanh(), torch.nn.Linear(width, output_dim))
+    if bias_init is not None:
+        for layer in (net[0], net[2]):
+            torch.nn.init.constant_(layer.bias, bias_init)
+    return net
+
+
+def test_a_users_own_network_by_target_trains(monkeypatch: pytest.MonkeyPatch, compose_cfg) -> None:
+    from experiments.models import module as module_file
+
+    seen: dict = {}
+    original = module_file.ExperimentModule.on_train_end
+
+    def remember(self):  # type: ignore[no-untyped-def]
+        seen["net"] = self.net
+        return original(self)
+
+    monkeypatch.setattr(module_file.ExperimentModule, "on_train_end", remember, raising=False)
+    metrics = _train(compose_cfg, ["trainer.max_epochs=2", f"model._target_={__name__}.two_layer_net",
+                                   "~model.hidden_dims", "~model.activation", "~model.dropout", "~model.norm",
+                                   "~model.init", "~model.init_std", "+model.width=6"])
+    layers = [m for m in seen["net"] if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in layers] == [(8, 6), (6, 1)]  # the seed data's 8 columns
+    assert "val/loss" in metrics

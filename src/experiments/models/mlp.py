@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -89,3 +90,18 @@ def _initialize(model: nn.Module, init: str, std: float, bias_init: float | None
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def network_from_config(model: Any, input_dim: int, output_dim: int) -> nn.Module:
+    """The network a `model` config names: its `_target_` (a partial builder, `build_mlp` in every
+    preset) called with the data's width and the task's number of outputs."""
+    from omegaconf import OmegaConf
+
+    from experiments.errors import instantiated
+
+    options = OmegaConf.to_container(model, resolve=True) if OmegaConf.is_config(model) else dict(model)
+    assert isinstance(options, dict)
+    options.pop("input_dim", None)  # taken from the data (train checks that a given one agrees)
+    options.setdefault("_target_", "experiments.models.mlp.build_mlp")  # configs recorded before `_target_`
+    options["_partial_"] = True
+    return instantiated(options)(input_dim, output_dim)
