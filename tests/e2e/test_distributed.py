@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from experiments.data.loader import ShuffledBatches
-from experiments.models.mlp import build_mlp
+from experiments.models.mlp import network_from_config
 from experiments.models.module import ExperimentModule
 from experiments.paths import project_root
 from tests.conftest import FAST, compose_train_config, run_cli, store_uri
@@ -62,9 +62,7 @@ def _evaluate_single_process(outputs: Path, checkpoint: Path) -> dict[str, float
     """The saved weights evaluated by one process over the whole validation split (no DDP)."""
     cfg = compose_train_config(outputs)
     datamodule = instantiate(cfg.data, _convert_="all")
-    model_kwargs = OmegaConf.to_container(cfg.model, resolve=True)
-    model_kwargs.pop("input_dim")
-    net = build_mlp(datamodule.input_dim, datamodule.num_outputs, **model_kwargs)
+    net = network_from_config(cfg.model, datamodule.input_dim, datamodule.num_outputs)
     module = ExperimentModule(net, **datamodule.target.training_settings(),
                               optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True))
     module.load_state_dict(torch.load(checkpoint, weights_only=False)["state_dict"])
