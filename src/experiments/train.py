@@ -48,16 +48,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
     check_hardware(cfg.trainer)  # a missing GPU/TPU is reported before the MLflow store is touched
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiated(cfg.data, _convert_="all")
-    _check_against_the_data(cfg, datamodule)  # still no run recorded
-    net, derived = _network(cfg, datamodule)
+    check_against_the_data(cfg, datamodule)  # still no run recorded
+    net, derived = network_for_data(cfg, datamodule)
     module = _training_module(cfg, net, datamodule)
     ckpt_path = checked_checkpoint(cfg.get("ckpt_path"), module)  # weights-only, and fits this model
-    logger = _logger(cfg, datamodule)
+    logger = open_logger(cfg, datamodule)
     trainer = _trainer(cfg, _callbacks(cfg), logger, datamodule)
     if trainer.is_global_zero:
         print(datamodule.report(), flush=True)  # what became of each column, before any epoch
         if logger is not None:
-            _record_run_start(logger, cfg, datamodule, derived)
+            record_run_start(logger, cfg, datamodule, derived)
 
     resume_gc_after_startup()
     with _run_outcome(logger, trainer, cfg):
@@ -91,7 +91,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-def _check_against_the_data(cfg: DictConfig, datamodule: Any) -> None:
+def check_against_the_data(cfg: DictConfig, datamodule: Any) -> None:
     """What only the data can settle: the monitor (by task), the input width; and the optimizer and
     scheduler against torch — refused before any run is recorded, not mid-fit."""
     from experiments.models.optim import check_scheduler, optimizer_factory
@@ -106,7 +106,7 @@ def _check_against_the_data(cfg: DictConfig, datamodule: Any) -> None:
         )
 
 
-def _network(cfg: DictConfig, datamodule: Any) -> tuple[Any, dict[str, Any]]:
+def network_for_data(cfg: DictConfig, datamodule: Any) -> tuple[Any, dict[str, Any]]:
     """The network `cfg.model` names (by `_target_`; the MLP in every preset) for the data's width and
     outputs, with the thread count its size calls for."""
     from experiments.models.mlp import count_parameters, network_from_config
@@ -134,7 +134,7 @@ def _callbacks(cfg: DictConfig) -> list[Any]:
     return callbacks
 
 
-def _logger(cfg: DictConfig, datamodule: Any) -> Any:
+def open_logger(cfg: DictConfig, datamodule: Any) -> Any:
     """The run's MLflow logger (a child of its sweep's parent run in a sweep), or None."""
     if cfg.logger is None or not cfg.logger.get("enabled", True):
         return None
@@ -222,7 +222,7 @@ def _one_progress_switch(trainer_cfg: DictConfig, callbacks: list[Any]) -> list[
     return callbacks
 
 
-def _record_run_start(logger: Any, cfg: DictConfig, datamodule: Any, derived: dict[str, Any]) -> None:
+def record_run_start(logger: Any, cfg: DictConfig, datamodule: Any, derived: dict[str, Any]) -> None:
     """A continued run records its continuation; a new one its params, tags, config and dataset."""
     if cfg.get("resume"):
         from experiments.resume import record_continuation

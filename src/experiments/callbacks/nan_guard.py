@@ -45,10 +45,12 @@ class NanGuard(pl.Callback):
     def _check(self, trainer: pl.Trainer) -> None:
         first = int(self._first_bad) if self._first_bad is not None else -1
         if first >= 0:
-            last = float(self._last_loss)
-            value = str(last) if not torch.isfinite(torch.tensor(last)) else "non-finite"
-            raise NonFiniteLossError(
-                f"Training loss became {value} at epoch {self._epoch}, batch {first} (the first batch "
-                "whose loss was not finite): lower optimizer.lr, clip gradients (trainer.gradient_clip_val=1.0) "
-                "or try another optimizer."
-            )
+            raise NonFiniteLossError(non_finite_message(float(self._last_loss), self._epoch, first))
+
+
+def non_finite_message(value: float, epoch: int, batch: int) -> str:
+    """Why a run stopped at a non-finite loss, and what to try."""
+    shown = str(value) if not torch.isfinite(torch.tensor(value)) else "non-finite"
+    return (f"Training loss became {shown} at epoch {epoch}, batch {batch} (the first batch whose loss was "
+            "not finite): lower optimizer.lr, clip gradients (trainer.gradient_clip_val=1.0) or try another "
+            "optimizer.")

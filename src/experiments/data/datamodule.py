@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from experiments.data.columns import ColumnPlan, is_number, plan_columns
-from experiments.data.loader import batch_loader
+from experiments.data.loader import batch_loader, member_batch_loader
 from experiments.data.placement import (
     check_policy,
     dataset_bytes,
@@ -106,6 +106,8 @@ class TabularDataModule(pl.LightningDataModule):
         else:
             self._tensors["train_eval"] = self._tensors["train"]
         self._loader_tensors = self._tensors  # replaced by device copies in `setup` when they fit
+        # Set for a population (see experiments.population): one shuffle seed per member.
+        self.member_seeds: list[int] = []
 
     @property
     def steps_per_epoch(self) -> int:
@@ -163,6 +165,8 @@ class TabularDataModule(pl.LightningDataModule):
         return self._tensors[stage]
 
     def train_dataloader(self) -> DataLoader:
+        if self.member_seeds:  # a population: each member's batches, in the order a run alone draws them
+            return member_batch_loader(self._loader_tensors["train"], self.batch_size, self.member_seeds)
         return batch_loader(self._loader_tensors["train"], self.batch_size, shuffle=True, seed=self.shuffle_seed,
                             **self._shard())
 

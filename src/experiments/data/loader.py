@@ -70,3 +70,23 @@ def batch_loader(dataset: TensorDataset, batch_size: int, shuffle: bool, seed: i
     # Its own generator: creating an iterator draws a worker base seed, which would otherwise advance the
     # global RNG that dropout and input noise use, and a resumed run creates its first iterator earlier.
     return DataLoader(dataset, batch_size=None, sampler=sampler, generator=torch.Generator().manual_seed(seed))
+
+
+class MemberBatches(ShuffledBatches):
+    """The batches of several runs at once, one row of indices per member: step i of member k is the
+    i-th batch a run alone with shuffle seed `seeds[k]` would draw (one device, see `ShuffledBatches`)."""
+
+    def __init__(self, num_samples: int, batch_size: int, seeds: list[int]) -> None:
+        super().__init__(num_samples, batch_size, shuffle=True, seed=seeds[0])
+        self.seeds = list(seeds)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        orders = [torch.randperm(self.dataset_size, generator=torch.Generator().manual_seed(seed + self.epoch))
+                  for seed in self.seeds]
+        yield from torch.stack(orders).split(self.batch_size, dim=1)
+
+
+def member_batch_loader(dataset: TensorDataset, batch_size: int, seeds: list[int]) -> DataLoader:
+    """Per step, `x` of shape [members, batch, features] and `y` of [members, batch]."""
+    sampler = MemberBatches(len(dataset), batch_size, seeds)
+    return DataLoader(dataset, batch_size=None, sampler=sampler, generator=torch.Generator().manual_seed(seeds[0]))

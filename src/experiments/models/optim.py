@@ -59,11 +59,31 @@ def optimizer_factory(settings: Mapping[str, Any]) -> Callable[[Any], torch.opti
 
     def build(params: Any) -> torch.optim.Optimizer:
         params = list(params)
-        use_fused = fused is True or (fused == "auto" and has_fused and all(
-            p.device.type in _FUSED_DEVICE_TYPES and p.is_floating_point() for p in params))
-        return cls(params, **arguments, **({"fused": True} if use_fused else {}))
+        return cls(params, **arguments, **fused_option(cls, fused, params))
 
     return build
+
+
+def fused_option(cls: type, fused: Any, params: list[torch.Tensor]) -> dict[str, bool]:
+    """`{"fused": True}` where `fused` asks for it (true, or auto where the class and the parameters'
+    device have the kernel); else nothing (PyTorch's default)."""
+    has_fused = "fused" in inspect.signature(cls).parameters
+    use_fused = fused is True or (fused == "auto" and has_fused and all(
+        p.device.type in _FUSED_DEVICE_TYPES and p.is_floating_point() for p in params))
+    return {"fused": True} if use_fused else {}
+
+
+def optimizer_class(target: Any) -> type:
+    """The `torch.optim` class `optimizer._target_` names (one sentence when it names none)."""
+    return _resolve(target, "optimizer", torch.optim.Optimizer)
+
+
+def optimizer_arguments(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of an optimizer config (Hydra's keys left out, betas as a tuple)."""
+    arguments = {k: v for k, v in settings.items() if k not in _HYDRA_KEYS}
+    if "betas" in arguments:
+        arguments["betas"] = tuple(arguments["betas"])
+    return arguments
 
 
 def check_scheduler(settings: Mapping[str, Any] | None) -> None:

@@ -1,0 +1,44 @@
+"""A population's members, each reported where a run alone reports: its MLflow run and its Optuna trial."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+
+
+class MemberRecords(pl.Callback):
+    """After each validation, every member's new epoch values go to its own MLflow logger (buffered, as
+    a run alone's are) and, in an Optuna sweep, its monitor to its trial, whose pruner may stop it."""
+
+    def __init__(self, loggers: list[Any], trial_links: list[dict[str, Any] | None], monitor: str) -> None:
+        self.loggers = loggers
+        self.trial_links = trial_links
+        self.monitor = monitor
+        self._trials: dict[int, Any] = {}
+        self._logged: list[set[int]] = [set() for _ in loggers]
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        if trainer.sanity_checking:
+            return
+        for m, state in enumerate(pl_module.states):
+            for epoch in sorted(set(state.history) - self._logged[m]):
+                self._logged[m].add(epoch)
+                values = state.history[epoch]
+                if self.loggers[m] is not None:
+                    self.loggers[m].log_metrics({**values, "epoch": epoch})
+                if self.trial_links[m] is not None and state.active and self.monitor in values:
+                    self._report(pl_module, m, values[self.monitor], epoch)
+
+    def _report(self, pl_module: Any, m: int, value: float, epoch: int) -> None:
+        import optuna
+        from hydra_plugins.experiments_optuna_sweeper import TrialLink, report_and_check
+
+        if m not in self._trials:
+            link = TrialLink.from_config(self.trial_links[m])
+            assert link is not None
+            self._trials[m] = link.open_trial()
+        try:
+            report_and_check(self._trials[m], value, epoch)
+        except optuna.TrialPruned as pruned:
+            pl_module.prune_member(m, str(pruned))

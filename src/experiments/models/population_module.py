@@ -1,0 +1,224 @@
+"""The LightningModule of a population: K members trained together, each as if trained alone.
+
+Automatic optimization, one optimizer step per `training_step`: the step's loss is the sum of the
+members' losses, so each member's gradient is its own loss's gradient. The optimizer holds one parameter
+group per member (its lr, betas, momentum, weight decay …). A member that stops — early stopping, the
+loss threshold, a non-finite loss — is frozen: its loss leaves the sum, its parameters get no gradient,
+and the optimizer skips them. Its best weights (by the monitor, as the single run's checkpoint keeps
+them) are kept in memory for testing and logging.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+
+from experiments.callbacks.nan_guard import non_finite_message
+from experiments.models.epoch_metrics import EpochOutputs
+from experiments.models.optim import fused_option, optimizer_class, scheduler_config
+from experiments.models.population_net import PopulationNet
+from experiments.models.regularization import apply_max_norm, weight_penalty
+from experiments.models.tasks import main_metric, task_loss
+
+
+@dataclass
+class MemberSettings:
+    """What may differ between members (everything else is shared by the population)."""
+
+    optimizer: dict[str, Any]  # the group's options: lr, betas, momentum, weight_decay …
+    l1: float = 0.0
+    l2: float = 0.0
+    label_smoothing: float = 0.0
+    max_norm: float = 0.0
+    patience: int | None = None  # early stopping off when None
+    min_delta: float = 0.0
+    loss_threshold: float | None = None
+    threshold_monitor: str = "train/loss"
+
+
+@dataclass
+class MemberState:
+    """Where a member stands: its best epoch and weights, whether and why it stopped."""
+
+    best_value: float
+    best_epoch: int = -1
+    best_weights: dict[str, torch.Tensor] | None = None
+    es_best: float = math.nan  # early stopping's own best (with min_delta) and its patience counter
+    es_best_epoch: int = -1
+    wait: int = 0
+    stopped_epoch: int | None = None  # the last epoch it trained
+    failure: str | None = None  # why it failed (a non-finite loss)
+    pruned: str | None = None  # the pruner's words, when its Optuna trial was pruned
+    history: dict[int, dict[str, float]] = field(default_factory=dict)  # epoch → logged values
+
+    @property
+    def active(self) -> bool:
+        return self.stopped_epoch is None and self.failure is None
+
+
+class PopulationModule(pl.LightningModule):
+    def __init__(self, net: PopulationNet, members: list[MemberSettings], task: str, num_classes: int,
+                 optimizer_target: str, fused: Any, scheduler: dict[str, Any] | None,
+                 monitor: str = "val/loss", monitor_mode: str = "min",
+                 class_weights: list[float] | tuple[float, ...] | None = None,
+                 target_scale: tuple[float, float] | None = None) -> None:
+        super().__init__()
+        self.net = net
+        self.settings = members
+        self.task = task
+        self.optimizer_target = optimizer_target
+        self.fused = fused  # optimizer.fused, shared: true | false | auto
+        self.scheduler_cfg = dict(scheduler or {})
+        self.monitor = monitor
+        self.monitor_mode = monitor_mode
+        self.main_metric = main_metric(task)
+        self.class_weights = None if class_weights is None else torch.tensor(list(class_weights))
+        if task == "regression":
+            for settings in members:
+                settings.label_smoothing = 0.0
+        worst = math.inf if monitor_mode == "min" else -math.inf
+        self.states = [MemberState(best_value=worst) for _ in members]
+        size = len(members)
+        self.val_outputs = torch.nn.ModuleList(EpochOutputs(task, num_classes, target_scale) for _ in range(size))
+        self.train_outputs = torch.nn.ModuleList(EpochOutputs(task, num_classes, target_scale) for _ in range(size))
+        self.test_outputs = torch.nn.ModuleList(EpochOutputs(task, num_classes, target_scale) for _ in range(size))
+        self._objective_sum = torch.zeros(size)
+        self._objective_steps = 0
+        self.test_scores: list[dict[str, float]] = [{} for _ in members]
+
+    def _member_losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        output = self.net(x)
+        losses = []
+        for m, settings in enumerate(self.settings):
+            loss = task_loss(output[m], y[m], self.task, settings.label_smoothing, self.class_weights)
+            penalty = weight_penalty(self.net.members[m], settings.l1, settings.l2)
+            losses.append(loss if penalty is None else loss + penalty)
+        return torch.stack(losses)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        losses = self._member_losses(x, y)
+        active = torch.tensor([state.active for state in self.states], device=losses.device)
+        finite = torch.isfinite(losses.detach())
+        if not bool((finite | ~active).all()):  # one host read per step, as the single run's NaN check
+            self._fail_members(losses.detach(), finite, active, batch_idx)
+            active = torch.tensor([state.active for state in self.states], device=losses.device)
+        self._objective_sum += torch.where(active, losses.detach(), 0.0)
+        self._objective_steps += 1
+        # Members that stopped leave the sum: no gradient reaches them, the optimizer skips them.
+        return torch.where(active, losses, 0.0).sum()
+
+    def _fail_members(self, losses: torch.Tensor, finite: torch.Tensor, active: torch.Tensor, batch_idx: int) -> None:
+        for m in torch.nonzero(~finite & active).flatten().tolist():
+            self.states[m].failure = non_finite_message(float(losses[m]), self.current_epoch, batch_idx)
+        self._stop_when_none_left()
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        for m, settings in enumerate(self.settings):
+            if settings.max_norm > 0 and self.states[m].active:  # after the step, as a run alone does
+                apply_max_norm(self.net.members[m], settings.max_norm)
+
+    def on_train_epoch_start(self) -> None:
+        self._objective_sum = torch.zeros(len(self.settings), device=self.device)
+        self._objective_steps = 0
+
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        x, y = batch
+        output = self.net(x)
+        outputs = self.val_outputs if dataloader_idx == 0 else self.train_outputs
+        for m in range(len(self.settings)):
+            outputs[m].update(output[m], y)
+
+    def on_validation_epoch_end(self) -> None:
+        for m, state in enumerate(self.states):
+            if state.active and not self.trainer.sanity_checking:
+                state.history[self.current_epoch] = self._epoch_values(m)
+                self._after_epoch(m)
+            self.val_outputs[m].reset()
+            self.train_outputs[m].reset()
+        if not self.trainer.sanity_checking:
+            self._stop_when_none_left()
+
+    def _epoch_values(self, m: int) -> dict[str, float]:
+        """The values a run alone logs for this epoch (see `ExperimentModule.on_validation_epoch_end`)."""
+        values = {f"val/{k}": float(v) for k, v in self.val_outputs[m].compute().items()}
+        if self.train_outputs[m].update_count > 0:
+            values.update({f"train/{k}": float(v) for k, v in self.train_outputs[m].compute().items()})
+            values["gap/loss"] = values["val/loss"] - values["train/loss"]
+            main = self.main_metric
+            values[f"gap/{main}"] = values[f"train/{main}"] - values[f"val/{main}"]
+        if self._objective_steps > 0:
+            values["train/objective"] = float(self._objective_sum[m] / self._objective_steps)
+        state = self.states[m]
+        if self.monitor in values:
+            current = values[self.monitor]
+            improved = current < state.best_value if self.monitor_mode == "min" else current > state.best_value
+            if improved or state.best_epoch < 0:
+                state.best_value, state.best_epoch = current, self.current_epoch
+                state.best_weights = {k: v.detach().to("cpu", copy=True)
+                                      for k, v in self.net.members[m].state_dict().items()}
+            values[f"{self.monitor}_best"] = state.best_value
+            values[f"{self.monitor}_best_epoch"] = float(state.best_epoch)
+        return values
+
+    def _after_epoch(self, m: int) -> None:
+        """Early stopping (Lightning's rule: improve by more than `min_delta` within `patience` checks)
+        and the loss threshold, per member."""
+        settings, state, values = self.settings[m], self.states[m], self.states[m].history[self.current_epoch]
+        epoch = self.current_epoch
+        if settings.patience is not None and self.monitor in values:
+            current = values[self.monitor]
+            sign = 1 if self.monitor_mode == "min" else -1
+            if not math.isfinite(current):
+                state.stopped_epoch = epoch
+            elif math.isnan(state.es_best) or sign * (current - state.es_best) < -settings.min_delta:
+                state.es_best, state.es_best_epoch, state.wait = current, epoch, 0
+            else:
+                state.wait += 1
+                if state.wait >= settings.patience:
+                    state.stopped_epoch = epoch
+        threshold = settings.loss_threshold
+        value = values.get(settings.threshold_monitor)
+        if threshold is not None and value is not None and value <= threshold:
+            state.stopped_epoch = epoch
+
+    def prune_member(self, m: int, message: str) -> None:
+        """Its Optuna trial was pruned: the member stops here, like a run alone that was pruned."""
+        self.states[m].pruned = message
+        self.states[m].stopped_epoch = self.current_epoch
+        self._stop_when_none_left()
+
+    def _stop_when_none_left(self) -> None:
+        if not any(state.active for state in self.states):
+            self.trainer.should_stop = True
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        output = self.net(x)
+        for m in range(len(self.settings)):
+            self.test_outputs[m].update(output[m], y)
+
+    def on_test_epoch_end(self) -> None:
+        for m in range(len(self.settings)):
+            self.test_scores[m] = {f"test/{k}": float(v) for k, v in self.test_outputs[m].compute().items()}
+            self.test_outputs[m].reset()
+
+    def use_best_weights(self) -> None:
+        """Each member back at its best epoch's weights (what a run alone tests and logs)."""
+        for m, state in enumerate(self.states):
+            if state.best_weights is not None:
+                self.net.members[m].load_state_dict(state.best_weights)
+
+    def configure_optimizers(self) -> Any:
+        cls = optimizer_class(self.optimizer_target)
+        groups = [{"params": list(self.net.members[m].parameters()), **settings.optimizer}
+                  for m, settings in enumerate(self.settings)]
+        params = list(self.net.parameters())
+        # The first member's options are the defaults; every group sets its own anyway.
+        optimizer = cls(groups, **self.settings[0].optimizer, **fused_option(cls, self.fused, params))
+        scheduler = scheduler_config(self.scheduler_cfg, optimizer, self.monitor)
+        return optimizer if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}

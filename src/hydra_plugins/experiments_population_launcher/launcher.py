@@ -1,0 +1,143 @@
+"""The population launcher: Hydra's basic launcher, except that jobs of one shape train together."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+log = logging.getLogger(__name__)
+
+
+class PopulationLauncher(Launcher):
+    def __init__(self, max_members: int = 64) -> None:
+        super().__init__()
+        self.max_members = max(1, int(max_members))
+        self.config: DictConfig | None = None
+        self.task_function: TaskFunction | None = None
+        self.hydra_context: HydraContext | None = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config = config
+        self.hydra_context = hydra_context
+        self.task_function = task_function
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from experiments.population import population_key
+
+        setup_globals()
+        assert self.hydra_context is not None and self.config is not None
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        configs = []
+        for offset, overrides in enumerate(job_overrides):
+            idx = initial_job_idx + offset
+            sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            with open_dict(sweep_config):
+                sweep_config.hydra.job.id = idx
+                sweep_config.hydra.job.num = idx
+            configs.append(sweep_config)
+        groups: dict[str | None, list[int]] = {}
+        for position, sweep_config in enumerate(configs):
+            key = population_key(sweep_config)
+            groups.setdefault(key if key is not None else f"alone-{position}", []).append(position)
+        results: list[JobReturn | None] = [None] * len(configs)
+        for positions in groups.values():
+            for start in range(0, len(positions), self.max_members):
+                chunk = positions[start : start + self.max_members]
+                if len(chunk) == 1:
+                    results[chunk[0]] = self._run_alone(configs[chunk[0]])
+                else:
+                    for position, result in zip(chunk, self._run_population([configs[p] for p in chunk])):
+                        results[position] = result
+        assert all(result is not None for result in results)
+        return results  # type: ignore[return-value]
+
+    def _run_alone(self, sweep_config: DictConfig) -> JobReturn:
+        assert self.hydra_context is not None and self.task_function is not None and self.config is not None
+        log.info(f"\t#{sweep_config.hydra.job.num} : {' '.join(filter_overrides(sweep_config.hydra.overrides.task))}")
+        result = run_job(hydra_context=self.hydra_context, task_function=self.task_function, config=sweep_config,
+                         job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        return result
+
+    def _run_population(self, sweep_configs: list[DictConfig]) -> list[JobReturn]:
+        """Open every member in its own job context, train them together, close each in its context."""
+        from experiments.population import Population
+
+        population = Population(len(sweep_configs))
+        results = [JobReturn() for _ in sweep_configs]
+        opened: list[int] = []
+        for i, sweep_config in enumerate(sweep_configs):
+            with self._job(sweep_config, results[i], start=True) as task_cfg:
+                try:
+                    population.open(i, task_cfg)
+                    opened.append(i)
+                except Exception as err:  # noqa: BLE001 - the job fails; the sweeper is told
+                    _failed(results[i], err)
+        if len(opened):
+            population.train()
+        for i, sweep_config in enumerate(sweep_configs):
+            if i not in opened:
+                with self._job(sweep_config, results[i], start=False):
+                    pass
+                continue
+            with self._job(sweep_config, results[i], start=False):
+                try:
+                    results[i].return_value = population.close(i)
+                    results[i].status = JobStatus.COMPLETED
+                except Exception as err:  # noqa: BLE001
+                    _failed(results[i], err)
+        return results
+
+    @contextmanager
+    def _job(self, sweep_config: DictConfig, result: JobReturn, start: bool) -> Iterator[DictConfig]:
+        """The job's Hydra context, as `hydra.core.utils.run_job` sets it up: its output dir and saved
+        configs and the `on_job_start` callbacks when it starts; `on_job_end` when it ends."""
+        assert self.hydra_context is not None
+        previous = HydraConfig.instance().cfg
+        HydraConfig.instance().set_config(sweep_config)
+        if start:
+            output_dir = os.path.join(str(sweep_config.hydra.sweep.dir), str(sweep_config.hydra.sweep.subdir))
+            with read_write(sweep_config.hydra.runtime), open_dict(sweep_config.hydra.runtime):
+                sweep_config.hydra.runtime.output_dir = os.path.abspath(output_dir)
+            HydraConfig.instance().set_config(sweep_config)
+        task_cfg = copy.deepcopy(sweep_config)
+        with read_write(task_cfg), open_dict(task_cfg):
+            del task_cfg["hydra"]
+        try:
+            if start:
+                Path(str(sweep_config.hydra.runtime.output_dir)).mkdir(parents=True, exist_ok=True)
+                result.cfg = task_cfg
+                result.hydra_cfg = copy.deepcopy(HydraConfig.instance().cfg)
+                result.overrides = list(sweep_config.hydra.overrides.task)
+                result.working_dir = os.getcwd()
+                result.task_name = str(sweep_config.hydra.job.name)
+                configure_log(sweep_config.hydra.job_logging, sweep_config.hydra.verbose)
+                if sweep_config.hydra.output_subdir is not None:
+                    folder = Path(str(sweep_config.hydra.runtime.output_dir)) / str(sweep_config.hydra.output_subdir)
+                    folder.mkdir(parents=True, exist_ok=True)
+                    OmegaConf.save(task_cfg, folder / "config.yaml")
+                    OmegaConf.save(result.hydra_cfg, folder / "hydra.yaml")
+                    OmegaConf.save(sweep_config.hydra.overrides.task, folder / "overrides.yaml")
+                self.hydra_context.callbacks.on_job_start(config=sweep_config, task_function=self.task_function)
+            yield task_cfg
+            if not start:
+                self.hydra_context.callbacks.on_job_end(config=sweep_config, job_return=result)
+        finally:
+            HydraConfig.instance().cfg = previous
+
+
+def _failed(result: JobReturn, error: BaseException) -> None:
+    result.return_value = error
+    result.status = JobStatus.FAILED
+
