@@ -1,0 +1,150 @@
+"""Population sweeps end to end: real `experiments train -m hydra/launcher=population` processes, the real
+grid and Optuna sweepers, a real sqlite MLflow store; each member compared with the same job run alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import FAST, parent_and_children, run_cli
+
+pytestmark = pytest.mark.e2e
+
+POPULATION = "hydra/launcher=population"
+# Dropout and input noise on: the members' random draws must follow their own seeds, as alone.
+GRID = ["optimizer.lr=0.001,0.01", "seed=1,2", "model.dropout=0.2", "regularization.input_noise=0.1",
+        "trainer.max_epochs=4", "data.options.n_samples=300"]
+
+
+def sweep(outputs: Path, cwd: Path, *args: str) -> Any:
+    result = run_cli(["train", "-m", f"paths.output_dir={outputs}", *FAST, *args], cwd=cwd)
+    assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-3000:])
+    return result
+
+
+def histories(client: MlflowClient, run: Any) -> dict[str, list[tuple[int, float]]]:
+    return {key: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)]
+            for key in run.data.metrics}
+
+
+def by_point(children: list[Any]) -> dict[tuple[str, str], Any]:
+    return {(run.data.params["optimizer.lr"], run.data.params["seed"]): run for run in children}
+
+
+@pytest.fixture(scope="module")
+def population_grid(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """The 2×2 grid through the population launcher (shared by the tests that read it)."""
+    folder = tmp_path_factory.mktemp("population")
+    outputs = folder / "outputs"
+    return outputs, sweep(outputs, folder, POPULATION, *GRID)
+
+
+def test_a_grid_trains_as_one_population_and_each_member_equals_its_run_alone(
+        population_grid: tuple[Path, Any], tmp_path: Path) -> None:
+    outputs, result = population_grid
+    assert "Training 4 runs as one population" in result.stdout
+
+    client, parent, children = parent_and_children(outputs)
+    assert parent.info.status == "FINISHED" and len(children) == 4
+    assert {run.info.status for run in children} == {"FINISHED"}
+    members = by_point(children)
+    assert sorted(members) == [("0.001", "1"), ("0.001", "2"), ("0.01", "1"), ("0.01", "2")]
+
+    alone_outputs = tmp_path / "alone"
+    sweep(alone_outputs, tmp_path, *GRID)
+    alone_client, alone_parent, alone_children = parent_and_children(alone_outputs)
+    for point, alone in by_point(alone_children).items():
+        member = members[point]
+        # The same record: every param (but where it was written), every metric at every epoch.
+        paths = {k for k, v in alone.data.params.items() if str(alone_outputs) in v or k == "logger.tracking_uri"}
+        assert {k: v for k, v in member.data.params.items() if k not in paths} == \
+               {k: v for k, v in alone.data.params.items() if k not in paths}
+        got, want = histories(client, member), histories(alone_client, alone)
+        assert sorted(got) == sorted(want)
+        for key, series in want.items():
+            assert [step for step, _ in got[key]] == [step for step, _ in series], key
+            assert [value for _, value in got[key]] == pytest.approx([value for _, value in series], abs=1e-5), key
+        assert member.info.run_name == alone.info.run_name
+        assert {a.path for a in client.list_artifacts(member.info.run_id, "plots")} == {"plots/learning_curve.png"}
+    # The sweeper got each member's objective: the parent's summary names the same best point.
+    best = min(children, key=lambda run: run.data.metrics["val/loss_best"])
+    assert parent.data.tags["sweep.best_run_id"] == best.info.run_id
+    alone_best = next(r for r in alone_children if r.info.run_id == alone_parent.data.tags["sweep.best_run_id"])
+    assert by_point([alone_best]).keys() == by_point([best]).keys()
+
+
+def test_a_member_reproduces_alone_and_its_model_evaluates(population_grid: tuple[Path, Any], tmp_path: Path) -> None:
+    outputs, _ = population_grid
+    _, _, children = parent_and_children(outputs)
+    member = by_point(children)[("0.01", "2")]
+    reproduced = run_cli(["reproduce", member.info.run_id, f"--tracking-uri=sqlite:///{outputs / 'mlflow.db'}"],
+                         cwd=tmp_path)
+    assert reproduced.returncode == 0, reproduced.stderr[-3000:]
+    assert "identical" in reproduced.stdout or "within tolerance" in reproduced.stdout
+    evaluated = run_cli(["eval", f"run_id={member.info.run_id}", f"tracking_uri=sqlite:///{outputs / 'mlflow.db'}"],
+                        cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert f"{member.data.metrics['test/loss']:.4f}" in evaluated.stdout
+
+
+def test_jobs_of_different_shapes_form_populations_and_single_runs(tmp_path: Path, outputs: Path) -> None:
+    # Clipping mixes the members' gradients in one norm: those jobs train alone.
+    result = sweep(outputs, tmp_path, POPULATION, "model.hidden_dims=[10,8],[4]", "seed=1,2",
+                   "trainer.gradient_clip_val=null,1.0", "trainer.max_epochs=2", "data.options.n_samples=300",
+                   "logger.log_model=false")
+    assert result.stdout.count("Training 2 runs as one population") == 2
+    _, parent, children = parent_and_children(outputs)
+    assert len(children) == 8 and {run.info.status for run in children} == {"FINISHED"}
+    points = {(r.data.params["model.hidden_dims"], r.data.params["seed"], r.data.params["trainer.gradient_clip_val"])
+              for r in children}
+    assert len(points) == 8
+    assert (parent.data.metrics["sweep/jobs"], parent.data.metrics["sweep/failed_jobs"]) == (8, 0)
+
+
+def test_a_member_whose_loss_turns_nan_fails_alone(tmp_path: Path, outputs: Path) -> None:
+    # SGD at lr 1e6 overflows within an epoch; the member beside it trains on.
+    result = run_cli(["train", "-m", f"paths.output_dir={outputs}", *FAST, POPULATION, "optimizer=sgd",
+                      "optimizer.lr=0.01,1e6", "trainer.max_epochs=2", "logger.log_model=false"], cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Training 2 runs as one population" in result.stdout
+    _, parent, children = parent_and_children(outputs)
+    status = {run.data.params["optimizer.lr"]: run for run in children}
+    assert status["0.01"].info.status == "FINISHED"
+    failed = status["1000000.0"]
+    assert failed.info.status == "FAILED"
+    assert failed.data.tags["failure_reason"].startswith("Training loss became")
+    assert parent.data.metrics["sweep/failed_jobs"] == 1
+
+
+def test_optuna_batches_trials_into_populations_and_prunes_a_member(tmp_path: Path, outputs: Path) -> None:
+    # Grid order (sampler seed 1): the first batch (lr 1e-2, 1e-2, 1e-6) trains unpruned, as no trial is
+    # complete yet; in the second (1e-2, 1e-6, 1e-6) the members at lr 1e-6 fall behind the median and
+    # are pruned while the member beside them trains on.
+    args = ["sweep=optuna", "hydra.sweeper.params=null", POPULATION, "data=wine", "trainer.max_epochs=4",
+            "logger.log_model=false", "hydra.sweeper.sampler=grid", "hydra.sweeper.seed=1",
+            "hydra.sweeper.n_trials=6", "hydra.sweeper.n_jobs=3", "hydra.sweeper.pruner=median",
+            "hydra.sweeper.n_startup_trials=1", "hydra.sweeper.n_warmup_steps=0",
+            "optimizer.lr=choice(1e-2,1e-6)", "seed=choice(1,2,3)"]
+    result = run_cli(["train", f"paths.output_dir={outputs}", *FAST, *args], cwd=tmp_path)
+    assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-3000:])
+    assert result.stdout.count("Training 3 runs as one population") == 2
+
+    study = optuna.load_study(study_name="mlp_wine", storage=f"sqlite:///{outputs / 'optuna.db'}")
+    states = [trial.state.name for trial in study.trials]
+    assert len(states) == 6 and "PRUNED" in states[3:] and states[:3] == ["COMPLETE"] * 3
+    assert [t.params["optimizer.lr"] for t in study.trials if t.state.name == "PRUNED"] == [1e-6] * states.count("PRUNED")
+    client, parent, children = parent_and_children(outputs)
+    runs = {int(run.data.params["optuna.trial_number"]): run for run in children}
+    for trial in study.trials:
+        run = runs[trial.number]
+        if trial.state.name == "PRUNED":
+            assert run.info.status == "KILLED" and run.data.tags["optuna.state"] == "PRUNED"
+            assert len(client.get_metric_history(run.info.run_id, "val/loss")) == len(trial.intermediate_values) < 4
+        else:
+            assert run.info.status == "FINISHED"
+            assert trial.value == pytest.approx(run.data.metrics["val/loss_best"])
+    assert parent.info.status == "FINISHED"
