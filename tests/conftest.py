@@ -43,7 +43,7 @@ def outputs(tmp_path: Path) -> Path:
     return path
 
 
-def compose_train_config(outputs: Path, overrides: list[str] | None = None) -> DictConfig:
+def compose_train_config(outputs: Path, overrides: list[str] | None = None, run_name: str = "test") -> DictConfig:
     """The real `conf/train.yaml` with overrides, outputs redirected to `outputs`, Hydra state set so
     `${hydra:...}` interpolations resolve as in a real run."""
     register_resolvers()
@@ -54,7 +54,7 @@ def compose_train_config(outputs: Path, overrides: list[str] | None = None) -> D
             overrides=[f"paths.output_dir={outputs}", *FAST, *(overrides or [])],
             return_hydra_config=True,
         )
-    run_dir = outputs / "runs" / "test"
+    run_dir = outputs / "runs" / run_name
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(run_dir)
         cfg.hydra.job.num = 0
