@@ -35,7 +35,8 @@ BUILD_MLP = "experiments.models.mlp.build_mlp"
 _SHARED_OPTIMIZER_KEYS = ("_target_", "_partial_", "fused", "foreach", "capturable", "differentiable")
 # The callbacks a population reproduces per member; any other (a user's, SWA, …) needs a run alone.
 _KNOWN_CALLBACKS = {"model_checkpoint", "last_checkpoint", "nan_guard", "loss_threshold", "progress_bar",
-                    "early_stopping", "learning_curve"}
+                    "early_stopping", "learning_curve", "swa"}
+SWA = "lightning.pytorch.callbacks.StochasticWeightAveraging"
 
 
 def population_key(cfg: DictConfig) -> str | None:
@@ -51,6 +52,9 @@ def population_key(cfg: DictConfig) -> str | None:
     callbacks = plain.get("callbacks") or {}
     scheduler = str((plain.get("scheduler") or {}).get("_target_") or "")
     checkpoint = callbacks.get("model_checkpoint") or {}
+    swa = callbacks.get("swa")
+    stops = [((callbacks.get("early_stopping") or {}).get("patience")),
+             ((callbacks.get("loss_threshold") or {}).get("threshold"))]
     alone = (
         model.get("_target_", BUILD_MLP) != BUILD_MLP
         or plain.get("resume") or plain.get("ckpt_path") or plain.get("skip_finished")
@@ -62,6 +66,8 @@ def population_key(cfg: DictConfig) -> str | None:
         or set(callbacks) - _KNOWN_CALLBACKS
         or checkpoint.get("monitor") != "${monitor}"  # a run alone tests the monitor's best epoch
         or not isinstance(plain.get("optimized_metric"), str | list)
+        # Weight averaging goes on over every epoch a run trains: members that stop early train alone.
+        or (swa is not None and (swa.get("_target_") != SWA or any(stop is not None for stop in stops)))
     )
     if alone:
         return None
@@ -99,7 +105,8 @@ class Population:
         self.datamodule: Any = None
         self.module: Any = None
         self.trainer: Any = None
-        self._threads: int | None = None
+        self.averaged = False  # stochastic weight averaging: members end with averaged weights
+        self.best_member: int | None = None  # the member whose model `logger.log_model=best` logs
 
     # -- per job, in its Hydra context ------------------------------------------------------------
     def open(self, index: int, cfg: DictConfig) -> None:
@@ -170,7 +177,7 @@ class Population:
         from experiments.devices import build_trainer
         from experiments.models.population_module import PopulationModule
         from experiments.models.population_net import PopulationNet
-        from experiments.sizing import choose_eval_batch_size, widest_layer
+        from experiments.sizing import apply_threads, choose_eval_batch_size, choose_threads, widest_layer
         from experiments.speedups import resume_gc_after_startup
 
         first = opened[0].cfg
@@ -178,6 +185,8 @@ class Population:
         net = PopulationNet([m.net for m in opened], [float(c.model.get("dropout") or 0.0) for c in cfgs],
                             [float(c.regularization.get("input_noise", 0.0)) for c in cfgs],
                             [m.generator for m in opened], [int(c.seed) for c in cfgs])
+        # The population's compute is its members' together: threads as for a network that size.
+        apply_threads(choose_threads(first.threads, sum(m.n_params for m in opened), first.data.batch_size))
         optimizer = OmegaConf.to_container(first.optimizer, resolve=True)
         assert isinstance(optimizer, dict)
         self.module = PopulationModule(
@@ -198,15 +207,22 @@ class Population:
             callbacks.append(instantiated(first.callbacks.progress_bar))
         else:
             trainer_cfg.enable_progress_bar = False
+        if first.callbacks.get("swa") is not None:
+            callbacks.append(instantiated(first.callbacks.swa))
+            self.averaged = True
         self.trainer = build_trainer(trainer_cfg, callbacks, False, [])
         print(f"Training {len(opened)} runs as one population ({_describe(first)}).", flush=True)
         resume_gc_after_startup()
         self.trainer.fit(self.module, datamodule=self.datamodule)
         if self.trainer.interrupted:
             raise KeyboardInterrupt
-        self.module.use_best_weights()
+        if self.averaged:  # as a run alone: the averaged weights validated once more, then tested
+            self.trainer.validate(self.module, datamodule=self.datamodule, verbose=False)
+        else:
+            self.module.use_best_weights()
         if self.datamodule.arrays.sizes["test"] > 0 and first.get("test", True):
             self.trainer.test(self.module, datamodule=self.datamodule, verbose=False)
+        self.best_member = self.module.best_member()
 
     def _finish(self, index: int, member: _Member) -> Any:
         from experiments.tracking.run import finish_run, log_trained_model
@@ -228,11 +244,12 @@ class Population:
             logger.log_metrics({**tested, **stopping}, step=0)
             if cfg.callbacks.get("learning_curve") is not None:
                 _log_learning_curve(logger, state.history, self.module.main_metric, cfg.callbacks.learning_curve)
-            if cfg.logger.get("log_model", True):
+            if _logs_model(cfg.logger.get("log_model", True), m == self.best_member):
                 from experiments.tracking.pyfunc_model import TabularModel
 
+                weights_epoch = max(state.history) if self.averaged else max(state.best_epoch, 0)
                 log_trained_model(logger, TabularModel(self.datamodule.preparation, self.module.net.members[m]),
-                                  self.datamodule.example_rows(), max(state.best_epoch, 0))
+                                  self.datamodule.example_rows(), weights_epoch)
             finish_run(logger, "FINISHED")
         metrics["model/n_params"] = float(member.n_params)
         run = f" (run {logger.run_id})" if logger is not None else ""
@@ -257,6 +274,11 @@ class Population:
             reason = str(err) if isinstance(err, TrainingFailed | UserError) else f"{type(err).__name__}: {err}"
             finish_run(member.logger, "FAILED", reason)
         member.logger = None
+
+
+def _logs_model(setting: Any, is_best: bool) -> bool:
+    """`logger.log_model`: true (every member), false (none), or best (the population's best member)."""
+    return is_best if setting == "best" else bool(setting)
 
 
 def _member_settings(cfg: DictConfig) -> Any:

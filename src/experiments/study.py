@@ -22,6 +22,7 @@ PRESET_GROUP = "overfitting"
 BASELINE = "baseline"
 STUDY_TAG = "study"
 # A study prints dozens of runs; progress bars would bury the table at the end.
+POPULATION_LAUNCHER = "population"
 QUIET = ("callbacks.progress_bar=null", "trainer.enable_progress_bar=false")
 
 
@@ -91,6 +92,14 @@ def _quoted(value: str) -> str:
     return "'" + value.replace("'", "\\'") + "'"
 
 
+def _launcher(overrides: list[str]) -> list[str]:
+    """Runs that share a network shape train together as populations, unless the command names a launcher
+    (`hydra/launcher=basic` trains them one by one)."""
+    if any(o.lstrip("+~").startswith("hydra/launcher=") for o in overrides):
+        return []
+    return [f"hydra/launcher={POPULATION_LAUNCHER}"]
+
+
 def main(argv: list[str]) -> int:
     args, overrides = parse(argv)
     uri, experiment, output_dir = resolved_store(overrides)
@@ -101,7 +110,7 @@ def main(argv: list[str]) -> int:
                f"++tags.{STUDY_TAG}={study_id}", f"sweep_name=overfitting-study-{study_id}",
                # The sweep parent opens before any preset applies: name the store and experiment for it.
                f"logger.tracking_uri={_quoted(uri)}", f"logger.experiment_name={_quoted(experiment)}", *QUIET,
-               *overrides]
+               *_launcher(overrides), *overrides]
     print(f"Study {study_id}: {len(args.fixes)} presets × {args.seeds} seeds = {len(args.fixes) * args.seeds} runs "
           f"into {uri} (experiment {experiment!r})", flush=True)
     env = {**os.environ}

@@ -96,6 +96,9 @@ def validate_config(cfg: DictConfig) -> None:
     _validate_early_stopping((cfg.get("callbacks") or {}).get("early_stopping"))
     if cfg.get("logger") is not None:
         _validate_tracking_uri(cfg.logger.get("tracking_uri"))
+        if cfg.logger.get("log_model", True) not in (True, False, "best"):
+            raise UserError(f"logger.log_model must be true, false or best (a population's best member only), "
+                            f"got {cfg.logger.log_model!r}.")
 
 
 def _check_complete(cfg: DictConfig) -> None:

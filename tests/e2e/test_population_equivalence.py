@@ -22,6 +22,8 @@ pytestmark = pytest.mark.e2e
 
 SHORT = ["trainer.max_epochs=4", "data.options.n_samples=300", "logger.log_model=false"]
 
+SWA = ["+callbacks.swa._target_=lightning.pytorch.callbacks.StochasticWeightAveraging",
+       "+callbacks.swa.swa_lrs=0.0001", "+callbacks.swa.swa_epoch_start=0.5", "+callbacks.swa.annealing_epochs=1"]
 # One population per line; within it, each member's own overrides (a `case` tag names it).
 POPULATIONS: dict[str, list[list[str]]] = {
     "adam_fixes": [
@@ -46,6 +48,7 @@ POPULATIONS: dict[str, list[list[str]]] = {
     "layernorm": [["model.norm=layer"], ["model.norm=layer", "seed=2"]],
     "multiclass": [["data=iris"], ["data=iris", "regularization.label_smoothing=0.1", "seed=2"]],
     "regression": [["data=diabetes"], ["data=diabetes", "model.dropout=0.1", "seed=2"]],
+    "swa": [[*SWA], [*SWA, "seed=2", "regularization.l2=0.01"]],
 }
 # A batched matmul rounds differently from a single one in the last bit; batch norm divides by the batch's
 # spread, which magnifies that, so after 4 epochs such members differ from the run alone by ~1e-4 in loss

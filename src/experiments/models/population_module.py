@@ -213,6 +213,14 @@ class PopulationModule(pl.LightningModule):
             if state.best_weights is not None:
                 self.net.members[m].load_state_dict(state.best_weights)
 
+    def best_member(self) -> int | None:
+        """The member with the best monitored value (of those that did not fail), or None."""
+        candidates = [(state.best_value, m) for m, state in enumerate(self.states)
+                      if state.failure is None and state.pruned is None and state.best_epoch >= 0]
+        if not candidates:
+            return None
+        return (min if self.monitor_mode == "min" else max)(candidates)[1]
+
     def configure_optimizers(self) -> Any:
         cls = optimizer_class(self.optimizer_target)
         groups = [{"params": list(self.net.members[m].parameters()), **settings.optimizer}
