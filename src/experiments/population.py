@@ -12,7 +12,6 @@ initial weights, data order and dropout draws; its optimizer options are its par
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,62 +27,8 @@ from experiments.train import (
     open_logger,
     record_run_start,
 )
+from experiments.population_grouping import SHARED_OPTIMIZER_KEYS
 from experiments.validation import validate_config
-
-BUILD_MLP = "experiments.models.mlp.build_mlp"
-# Optimizer options every member shares (they choose a kernel, not a trajectory).
-_SHARED_OPTIMIZER_KEYS = ("_target_", "_partial_", "fused", "foreach", "capturable", "differentiable")
-# The callbacks a population reproduces per member; any other (a user's, SWA, …) needs a run alone.
-_KNOWN_CALLBACKS = {"model_checkpoint", "last_checkpoint", "nan_guard", "loss_threshold", "progress_bar",
-                    "early_stopping", "learning_curve", "swa"}
-SWA = "lightning.pytorch.callbacks.StochasticWeightAveraging"
-
-
-def population_key(cfg: DictConfig) -> str | None:
-    """Jobs with equal keys can train as one population; None: this job trains alone.
-
-    What may differ between members is left out of the key: seed and shuffle seed, optimizer options,
-    regularization, dropout, early stopping and loss-threshold settings, tags, the Optuna trial link.
-    """
-    plain = OmegaConf.to_container(cfg, resolve=False)
-    assert isinstance(plain, dict)
-    plain.pop("hydra", None)
-    model, trainer = plain.get("model") or {}, plain.get("trainer") or {}
-    callbacks = plain.get("callbacks") or {}
-    scheduler = str((plain.get("scheduler") or {}).get("_target_") or "")
-    checkpoint = callbacks.get("model_checkpoint") or {}
-    swa = callbacks.get("swa")
-    stops = [((callbacks.get("early_stopping") or {}).get("patience")),
-             ((callbacks.get("loss_threshold") or {}).get("threshold"))]
-    alone = (
-        model.get("_target_", BUILD_MLP) != BUILD_MLP
-        or plain.get("resume") or plain.get("ckpt_path") or plain.get("skip_finished")
-        or plain.get("log_checkpoints", "none") != "none"
-        or trainer.get("devices", 1) != 1 or trainer.get("num_nodes", 1) != 1 or trainer.get("strategy")
-        or trainer.get("accelerator") == "tpu"
-        or trainer.get("gradient_clip_val") is not None or trainer.get("accumulate_grad_batches", 1) != 1
-        or scheduler.endswith("ReduceLROnPlateau")  # watches one value; members have several
-        or set(callbacks) - _KNOWN_CALLBACKS
-        or checkpoint.get("monitor") != "${monitor}"  # a run alone tests the monitor's best epoch
-        or not isinstance(plain.get("optimized_metric"), str | list)
-        # Weight averaging goes on over every epoch a run trains: members that stop early train alone.
-        or (swa is not None and (swa.get("_target_") != SWA or any(stop is not None for stop in stops)))
-    )
-    if alone:
-        return None
-    for key in ("seed", "tags", "optuna"):
-        plain.pop(key, None)
-    plain.pop("regularization", None)
-    plain["data"] = {k: v for k, v in plain["data"].items() if k != "shuffle_seed"}
-    plain["model"] = {k: v for k, v in model.items() if k != "dropout"}
-    plain["optimizer"] = {k: v for k, v in plain["optimizer"].items() if k in _SHARED_OPTIMIZER_KEYS}
-    plain["callbacks"] = {
-        name: ({k: v for k, v in node.items() if k not in ("patience", "min_delta", "threshold")}
-               if isinstance(node, dict) else node)
-        for name, node in callbacks.items()
-    }
-    plain["logger"] = {k: v for k, v in (plain.get("logger") or {}).items() if k not in ("run_name", "run_id")}
-    return json.dumps(plain, sort_keys=True, default=str)
 
 
 @dataclass
@@ -94,19 +39,27 @@ class _Member:
     generator: Any = None
     n_params: int = 0
     error: BaseException | None = None  # what ended it before or during training
-    metrics: dict[str, float] = field(default_factory=dict)
+    # Filled in by training: where it stands (models/population_module.MemberState), its settings,
+    # test scores, whether its weights are averaged ones, whether it is its population's best.
+    state: Any = None
+    settings: Any = None
+    tested: dict[str, float] = field(default_factory=dict)
+    averaged: bool = False
+    is_best: bool = False
+    last_epoch: int = 0
 
 
 class Population:
-    """One group of jobs, trained together (see the module's docstring for the order of calls)."""
+    """One group of jobs, trained together (see the module's docstring for the order of calls).
 
-    def __init__(self, size: int) -> None:
+    `memory_bytes` bounds what one population may take (None: what the machine has free); a group that
+    would need more is trained in chunks, one after another, each a population of its own.
+    """
+
+    def __init__(self, size: int, memory_bytes: int | None = None) -> None:
         self.members: list[_Member | None] = [None] * size
+        self.memory_bytes = memory_bytes
         self.datamodule: Any = None
-        self.module: Any = None
-        self.trainer: Any = None
-        self.averaged = False  # stochastic weight averaging: members end with averaged weights
-        self.best_member: int | None = None  # the member whose model `logger.log_model=best` logs
 
     # -- per job, in its Hydra context ------------------------------------------------------------
     def open(self, index: int, cfg: DictConfig) -> None:
@@ -146,7 +99,7 @@ class Population:
             self._finish_failed(member, member.error)
             raise member.error
         try:
-            objective = self._finish(index, member)
+            objective = self._finish(member)
         except BaseException as err:
             self._finish_failed(member, err)
             raise
@@ -154,23 +107,41 @@ class Population:
 
     # -- once -------------------------------------------------------------------------------------
     def train(self) -> None:
-        """Fit every opened member together; a failure of the whole fit becomes every member's error."""
+        """Fit every opened member, in as many chunks as memory asks for; a failure of a chunk's fit
+        becomes each of its members' error."""
         opened = [m for m in self.members if m is not None]
-        try:
-            self._fit(opened)
-        except (KeyboardInterrupt, SystemExit):
-            for member in opened:
-                if member.logger is not None:
-                    from experiments.tracking.run import finish_run
+        chunks = self._chunks(opened)
+        if len(chunks) > 1:
+            print(f"{len(opened)} runs of one shape: more than fits in memory at once, trained as "
+                  f"{len(chunks)} populations of up to {len(chunks[0])}.", flush=True)
+        for chunk in chunks:
+            try:
+                self._fit(chunk)
+            except (KeyboardInterrupt, SystemExit):
+                for member in opened:
+                    if member.logger is not None:
+                        from experiments.tracking.run import finish_run
 
-                    finish_run(member.logger, "KILLED", "interrupted")
-                    member.logger = None
-            raise
-        except BaseException as err:  # noqa: BLE001 - every member ends with it
-            for member in opened:
-                member.error = err
+                        finish_run(member.logger, "KILLED", "interrupted")
+                        member.logger = None
+                raise
+            except BaseException as err:  # noqa: BLE001 - every member of the chunk ends with it
+                for member in chunk:
+                    member.error = err
 
-    def _fit(self, opened: list[_Member]) -> None:
+    def _chunks(self, opened: list[_Member]) -> list[list[_Member]]:
+        from experiments.sizing import available_memory_bytes, member_memory_bytes
+
+        first = opened[0]
+        hidden = [int(width) for width in first.cfg.model.get("hidden_dims") or []]
+        per_member = member_memory_bytes(first.n_params, self.datamodule.input_dim, hidden,
+                                         int(first.cfg.data.batch_size), self.datamodule.arrays.sizes)
+        device = "cuda" if str(first.cfg.trainer.get("accelerator")) in ("gpu", "cuda") else "cpu"
+        budget = self.memory_bytes if self.memory_bytes is not None else available_memory_bytes(device)
+        size = max(1, min(len(opened), budget // max(per_member, 1)))
+        return [opened[start : start + size] for start in range(0, len(opened), size)]
+
+    def _fit(self, chunk: list[_Member]) -> None:
         import lightning.pytorch as pl
 
         from experiments.callbacks.member_records import MemberRecords
@@ -180,16 +151,16 @@ class Population:
         from experiments.sizing import apply_threads, choose_eval_batch_size, choose_threads, widest_layer
         from experiments.speedups import resume_gc_after_startup
 
-        first = opened[0].cfg
-        cfgs = [m.cfg for m in opened]
-        net = PopulationNet([m.net for m in opened], [float(c.model.get("dropout") or 0.0) for c in cfgs],
-                            [float(c.regularization.get("input_noise", 0.0)) for c in cfgs],
-                            [m.generator for m in opened], [int(c.seed) for c in cfgs])
+        first = chunk[0].cfg
+        cfgs = [m.cfg for m in chunk]
         # The population's compute is its members' together: threads as for a network that size.
-        apply_threads(choose_threads(first.threads, sum(m.n_params for m in opened), first.data.batch_size))
+        apply_threads(choose_threads(first.threads, sum(m.n_params for m in chunk), first.data.batch_size))
+        net = PopulationNet([m.net for m in chunk], [float(c.model.get("dropout") or 0.0) for c in cfgs],
+                            [float(c.regularization.get("input_noise", 0.0)) for c in cfgs],
+                            [m.generator for m in chunk], [int(c.seed) for c in cfgs])
         optimizer = OmegaConf.to_container(first.optimizer, resolve=True)
         assert isinstance(optimizer, dict)
-        self.module = PopulationModule(
+        module = PopulationModule(
             net, [_member_settings(c) for c in cfgs], **self.datamodule.target.training_settings(),
             optimizer_target=str(optimizer["_target_"]), fused=optimizer.get("fused", False),
             scheduler=OmegaConf.to_container(first.scheduler, resolve=True),  # type: ignore[arg-type]
@@ -202,33 +173,39 @@ class Population:
         trainer_cfg.enable_checkpointing = False  # members' best weights are kept in memory
         trainer_cfg.default_root_dir = str(first.paths.output_dir)
         links = [dict(c.optuna) if c.get("optuna") and isinstance(c.optimized_metric, str) else None for c in cfgs]
-        callbacks: list[pl.Callback] = [MemberRecords([m.logger for m in opened], links, str(first.monitor))]
+        callbacks: list[pl.Callback] = [MemberRecords([m.logger for m in chunk], links, str(first.monitor))]
         if first.callbacks.get("progress_bar") is not None and trainer_cfg.get("enable_progress_bar", True):
             callbacks.append(instantiated(first.callbacks.progress_bar))
         else:
             trainer_cfg.enable_progress_bar = False
-        if first.callbacks.get("swa") is not None:
+        averaged = first.callbacks.get("swa") is not None
+        if averaged:
             callbacks.append(instantiated(first.callbacks.swa))
-            self.averaged = True
-        self.trainer = build_trainer(trainer_cfg, callbacks, False, [])
-        print(f"Training {len(opened)} runs as one population ({_describe(first)}).", flush=True)
+        trainer = build_trainer(trainer_cfg, callbacks, False, [])
+        runs = f"{len(chunk)} runs as one population" if len(chunk) > 1 else "1 run as a population of one"
+        print(f"Training {runs} ({_describe(first)}).", flush=True)
         resume_gc_after_startup()
-        self.trainer.fit(self.module, datamodule=self.datamodule)
-        if self.trainer.interrupted:
+        trainer.fit(module, datamodule=self.datamodule)
+        if trainer.interrupted:
             raise KeyboardInterrupt
-        if self.averaged:  # as a run alone: the averaged weights validated once more, then tested
-            self.trainer.validate(self.module, datamodule=self.datamodule, verbose=False)
+        if averaged:  # as a run alone: the averaged weights validated once more, then tested
+            trainer.validate(module, datamodule=self.datamodule, verbose=False)
         else:
-            self.module.use_best_weights()
+            module.use_best_weights()
         if self.datamodule.arrays.sizes["test"] > 0 and first.get("test", True):
-            self.trainer.test(self.module, datamodule=self.datamodule, verbose=False)
-        self.best_member = self.module.best_member()
+            trainer.test(module, datamodule=self.datamodule, verbose=False)
+        best = module.best_member()
+        for m, member in enumerate(chunk):
+            member.state, member.settings, member.tested = module.states[m], module.settings[m], module.test_scores[m]
+            member.averaged, member.is_best, member.last_epoch = averaged, m == best, trainer.current_epoch - 1
+            member.net = module.net.members[m]
+        self.datamodule.member_seeds = []
 
-    def _finish(self, index: int, member: _Member) -> Any:
+    def _finish(self, member: _Member) -> Any:
+        from experiments.models.tasks import main_metric
         from experiments.tracking.run import finish_run, log_trained_model
 
-        state = self.module.states[self.module_index(index)]
-        m = self.module_index(index)
+        state = member.state
         if state.failure is not None:
             raise TrainingFailed(state.failure)
         if state.pruned is not None:
@@ -237,18 +214,18 @@ class Population:
             raise optuna.TrialPruned(state.pruned)
         cfg, logger = member.cfg, member.logger
         metrics = dict(state.history[max(state.history)]) if state.history else {}
-        tested = self.module.test_scores[m]
-        metrics.update(tested)
-        stopping = _early_stopping_summary(self.module.settings[m], state, self.trainer.current_epoch - 1)
+        metrics.update(member.tested)
+        stopping = _early_stopping_summary(member.settings, state, member.last_epoch)
         if logger is not None:
-            logger.log_metrics({**tested, **stopping}, step=0)
+            logger.log_metrics({**member.tested, **stopping}, step=0)
+            main = main_metric(self.datamodule.task)
             if cfg.callbacks.get("learning_curve") is not None:
-                _log_learning_curve(logger, state.history, self.module.main_metric, cfg.callbacks.learning_curve)
-            if _logs_model(cfg.logger.get("log_model", True), m == self.best_member):
+                _log_learning_curve(logger, state.history, main, cfg.callbacks.learning_curve)
+            if _logs_model(cfg.logger.get("log_model", True), member.is_best):
                 from experiments.tracking.pyfunc_model import TabularModel
 
-                weights_epoch = max(state.history) if self.averaged else max(state.best_epoch, 0)
-                log_trained_model(logger, TabularModel(self.datamodule.preparation, self.module.net.members[m]),
+                weights_epoch = max(state.history) if member.averaged else max(state.best_epoch, 0)
+                log_trained_model(logger, TabularModel(self.datamodule.preparation, member.net),
                                   self.datamodule.example_rows(), weights_epoch)
             finish_run(logger, "FINISHED")
         metrics["model/n_params"] = float(member.n_params)
@@ -256,10 +233,6 @@ class Population:
         print(f"  {run_name_for(cfg)}: {cfg.monitor}_best={metrics.get(f'{cfg.monitor}_best', float('nan')):.4g}"
               f"{run}", flush=True)
         return objective_value(metrics, cfg)
-
-    def module_index(self, index: int) -> int:
-        """Position of job `index` among the members that trained (jobs refused at `open` did not)."""
-        return sum(1 for m in self.members[:index] if m is not None)
 
     @staticmethod
     def _finish_failed(member: _Member, err: BaseException) -> None:
@@ -287,7 +260,7 @@ def _member_settings(cfg: DictConfig) -> Any:
 
     options = OmegaConf.to_container(cfg.optimizer, resolve=True)
     assert isinstance(options, dict)
-    group = {k: v for k, v in optimizer_arguments(options).items() if k not in _SHARED_OPTIMIZER_KEYS}
+    group = {k: v for k, v in optimizer_arguments(options).items() if k not in SHARED_OPTIMIZER_KEYS}
     reg = cfg.regularization
     stopping = cfg.callbacks.get("early_stopping") or {}
     threshold = cfg.callbacks.get("loss_threshold") or {}

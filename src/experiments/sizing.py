@@ -1,4 +1,4 @@
-"""Sizes chosen for the model: intra-op threads for training, rows per evaluation batch."""
+"""Sizes chosen for the model: intra-op threads, rows per evaluation batch, members a population holds."""
 
 from __future__ import annotations
 
@@ -44,3 +44,43 @@ def choose_eval_batch_size(requested: int | str, widest: int) -> int:
         return int(requested)
     rows = _EVAL_BATCH_BYTES // (4 * max(widest, 1))
     return max(_EVAL_BATCH_MIN_ROWS, min(_EVAL_BATCH_MAX_ROWS, 1 << (rows.bit_length() - 1)))
+
+
+# Share of the free memory a population may plan to take: the rest is for the process itself, the data
+# loaders and what the estimate below leaves out.
+POPULATION_MEMORY_SHARE = 0.5
+
+
+def member_memory_bytes(n_params: int, input_dim: int, hidden_dims: list[int], batch_size: int,
+                        split_sizes: dict[str, int]) -> int:
+    """What one member of a population needs, in float32 bytes: weights, gradients, two optimizer
+    states, the best weights' copy and an averaging copy (6 × the parameters); a training step's
+    activations, kept for backward with their masks (4 per unit and sample); one evaluation batch's
+    activations; and the outputs of the evaluated splits, kept for the epoch's metrics."""
+    widest = widest_layer(input_dim, hidden_dims)
+    units = input_dim + sum(hidden_dims) + 1
+    eval_rows = choose_eval_batch_size("auto", widest)
+    evaluated = split_sizes.get("val", 0) + split_sizes.get("train", 0) + split_sizes.get("test", 0)
+    floats = 6 * n_params + 4 * batch_size * units + 2 * eval_rows * widest + 2 * evaluated
+    return 4 * floats
+
+
+def available_memory_bytes(device: str) -> int:
+    """The share of free memory a population may take: of the GPU's on CUDA, else of the host's."""
+    if device == "cuda":
+        import torch
+
+        if torch.cuda.is_available():
+            free, _total = torch.cuda.mem_get_info()
+            return int(POPULATION_MEMORY_SHARE * free)
+    free = None
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    free = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    if free is None:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return int(POPULATION_MEMORY_SHARE * free)

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from mlflow.tracking import MlflowClient
 
-from experiments.population import Population, population_key
+from experiments.population import Population
+from experiments.population_grouping import population_key
 from experiments.train import train
 from tests.conftest import compose_train_config, store_uri
 

@@ -91,6 +91,24 @@ def test_a_member_reproduces_alone_and_its_model_evaluates(population_grid: tupl
     assert f"{member.data.metrics['test/loss']:.4f}" in evaluated.stdout
 
 
+def test_a_population_larger_than_its_memory_trains_in_chunks_with_the_same_results(
+        population_grid: tuple[Path, Any], tmp_path: Path, outputs: Path) -> None:
+    # 1.5 MB holds two members of the seed network (its evaluation batch dominates): the grid becomes
+    # two populations of two, one after the other.
+    result = sweep(outputs, tmp_path, POPULATION, "hydra.launcher.memory_gb=0.0015", *GRID)
+    assert "4 runs of one shape: more than fits in memory at once, trained as 2 populations of up to 2" in result.stdout
+    assert result.stdout.count("Training 2 runs as one population") == 2
+    client, parent, children = parent_and_children(outputs)
+    whole_client, _, whole_children = parent_and_children(population_grid[0])
+    whole = by_point(whole_children)
+    for point, run in by_point(children).items():
+        assert run.info.status == "FINISHED"
+        got, want = histories(client, run), histories(whole_client, whole[point])
+        assert sorted(got) == sorted(want)
+        for key in want:
+            assert [v for _, v in got[key]] == pytest.approx([v for _, v in want[key]], abs=1e-6), key
+
+
 def test_jobs_of_different_shapes_form_populations_and_single_runs(tmp_path: Path, outputs: Path) -> None:
     # Clipping mixes the members' gradients in one norm: those jobs train alone.
     result = sweep(outputs, tmp_path, POPULATION, "model.hidden_dims=[10,8],[4]", "seed=1,2",

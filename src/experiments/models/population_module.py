@@ -159,8 +159,8 @@ class PopulationModule(pl.LightningModule):
             improved = current < state.best_value if self.monitor_mode == "min" else current > state.best_value
             if improved or state.best_epoch < 0:
                 state.best_value, state.best_epoch = current, self.current_epoch
-                state.best_weights = {k: v.detach().to("cpu", copy=True)
-                                      for k, v in self.net.members[m].state_dict().items()}
+                # Kept where the member trains (on a GPU the population stays on the device).
+                state.best_weights = {k: v.detach().clone() for k, v in self.net.members[m].state_dict().items()}
             values[f"{self.monitor}_best"] = state.best_value
             values[f"{self.monitor}_best_epoch"] = float(state.best_epoch)
         return values

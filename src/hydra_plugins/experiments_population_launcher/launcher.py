@@ -19,9 +19,10 @@ log = logging.getLogger(__name__)
 
 
 class PopulationLauncher(Launcher):
-    def __init__(self, max_members: int = 64) -> None:
+    def __init__(self, max_members: int = 64, memory_gb: float | None = None) -> None:
         super().__init__()
         self.max_members = max(1, int(max_members))
+        self.memory_bytes = None if memory_gb is None else int(float(memory_gb) * 2**30)
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
@@ -32,7 +33,7 @@ class PopulationLauncher(Launcher):
         self.task_function = task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from experiments.population import population_key
+        from experiments.population_grouping import population_key
 
         setup_globals()
         assert self.hydra_context is not None and self.config is not None
@@ -74,7 +75,7 @@ class PopulationLauncher(Launcher):
         """Open every member in its own job context, train them together, close each in its context."""
         from experiments.population import Population
 
-        population = Population(len(sweep_configs))
+        population = Population(len(sweep_configs), self.memory_bytes)
         results = [JobReturn() for _ in sweep_configs]
         opened: list[int] = []
         for i, sweep_config in enumerate(sweep_configs):
