@@ -222,6 +222,7 @@ def _print_report(report: dict[str, Any]) -> None:
             table.add_row(name, path, f"{row['steps_per_s']:.0f}", f"{row.get('samples_per_s', 0):.0f}", ratio, paired,
                           cpu, target, f"{row.get('peak_rss_mb', 0):.0f}", f"{row.get('threads', 0):.0f}")
     console.print(table)
+    _print_sweeps(console, report)
     fixed = report.get("fixed_costs")
     if fixed:
         console.print(f"`experiments --help`: {fixed['help_s']:.2f} s (imports torch: {fixed['help_imports_torch']}); "
@@ -235,24 +236,58 @@ def _print_report(report: dict[str, Any]) -> None:
                                                         for k, v in phases["wrapup_parts_s"].items()))
 
 
+def _print_sweeps(console: Any, report: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    if "sweeps" not in report:
+        return
+    table = Table(title="experiments bench — sweeps, whole process (medians)",
+                  caption="speed-up: sequential ÷ population seconds; per member: median seconds of one "
+                          "member's tracking as its run opens and as it closes")
+    for column in ("sweep", "trials", "sequential s", "population s", "speed-up", "target", "trials/min",
+                   "training s", "per member open s", "per member close s"):
+        table.add_column(column, justify="left" if column == "sweep" else "right")
+    for name, row in report["sweeps"].items():
+        phases = row["population_phases"]
+        table.add_row(name, str(row["trials"]), f"{row['sequential_s']:.1f}", f"{row['population_s']:.1f}",
+                      f"{row['speedup']:.2f}", f"≥ {row['target']}",
+                      f"{row['trials_per_min']['sequential']:.0f} → {row['trials_per_min']['population']:.0f}",
+                      f"{phases.get('training_s', 0):.2f}", f"{phases.get('member_open_s', 0):.3f}",
+                      f"{phases.get('member_close_s', 0):.3f}")
+    reference = report["sweep_reference"]
+    table.add_row("hand-written loop + MLflow", str(reference["trials"]), "", f"{reference['seconds']:.1f}", "", "",
+                  f"{reference['trials_per_min']:.0f}", "", "", "")
+    console.print(table)
+
+
 def main(argv: list[str]) -> int:
     from experiments.errors import UserError
 
     parser = argparse.ArgumentParser(prog="experiments bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--workloads", default="tiny,medium,large", help="comma-separated: tiny, medium, large")
+    parser.add_argument("--workloads", default="tiny,medium,large,sweep",
+                        help="comma-separated: tiny, medium, large (training speed), sweep (whole sweeps)")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--sweep-repeats", type=int, default=1, help="repeats of each (minutes-long) sweep")
     parser.add_argument("--quick", action="store_true", help="small sizes and 1 repeat, for CI")
     parser.add_argument("--no-fixed-costs", action="store_true", help="skip the cold-start and phase timings")
     parser.add_argument("--out", default=None, help="JSON output file (default outputs/bench/bench-<time>.json)")
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.workloads.split(",") if n.strip()]
-    unknown = [n for n in names if n not in WORKLOADS]
+    unknown = [n for n in names if n not in WORKLOADS and n != "sweep"]
     if unknown:
-        raise UserError(f"unknown workload {unknown[0]!r}; choose from: {', '.join(WORKLOADS)}.")
+        raise UserError(f"unknown workload {unknown[0]!r}; choose from: {', '.join(WORKLOADS)}, sweep.")
     repeats = 1 if args.quick else max(1, args.repeats)
     report: dict[str, Any] = {"quick": args.quick, "repeats": repeats, "machine": _machine(), "workloads": {}}
     for name in names:
-        report["workloads"][name] = run_workload(name, repeats, args.quick)
+        if name != "sweep":
+            report["workloads"][name] = run_workload(name, repeats, args.quick)
+    if "sweep" in names:
+        from experiments.bench_sweeps import QUICK_SWEEPS, SWEEPS, run_reference, run_sweep
+
+        sweep_repeats = 1 if args.quick else max(1, args.sweep_repeats)
+        report["sweeps"] = {name: run_sweep(name, sweep_repeats, args.quick)
+                            for name in (QUICK_SWEEPS if args.quick else SWEEPS)}
+        report["sweep_reference"] = run_reference(args.quick)
     if not args.no_fixed_costs:
         report["fixed_costs"] = measure_fixed_costs(1 if args.quick else 3)
     out = Path(args.out) if args.out else project_root() / "outputs" / "bench" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.errors import UserError, instantiated
 from experiments.run_names import run_name_for
+from experiments.timing import mark
 from experiments.train import (
     TrainingFailed,
     check_against_the_data,
@@ -70,6 +71,7 @@ class Population:
         from experiments.console import quiet_lightning_warnings
         from experiments.models.population_net import generator_like_global
 
+        mark("member_open_start")
         validate_config(cfg)
         quiet_lightning_warnings()
         if self.datamodule is None:
@@ -89,6 +91,7 @@ class Population:
             record_run_start(member.logger, cfg, self.datamodule, derived)
         # Resolved now, in the job's Hydra context (its run dir); training happens outside of it.
         member.cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+        mark("member_open_end")
 
     def close(self, index: int) -> Any:
         """Finish job `index`'s run (test scores, plot, model, status); return its objective or raise
@@ -98,11 +101,13 @@ class Population:
         if member.error is not None:
             self._finish_failed(member, member.error)
             raise member.error
+        mark("member_close_start")
         try:
             objective = self._finish(member)
         except BaseException as err:
             self._finish_failed(member, err)
             raise
+        mark("member_close_end")
         return objective
 
     # -- once -------------------------------------------------------------------------------------
@@ -185,6 +190,7 @@ class Population:
         runs = f"{len(chunk)} runs as one population" if len(chunk) > 1 else "1 run as a population of one"
         print(f"Training {runs} ({_describe(first)}).", flush=True)
         resume_gc_after_startup()
+        mark("population_fit_start")
         trainer.fit(module, datamodule=self.datamodule)
         if trainer.interrupted:
             raise KeyboardInterrupt
@@ -194,6 +200,7 @@ class Population:
             module.use_best_weights()
         if self.datamodule.arrays.sizes["test"] > 0 and first.get("test", True):
             trainer.test(module, datamodule=self.datamodule, verbose=False)
+        mark("population_fit_end")
         best = module.best_member()
         for m, member in enumerate(chunk):
             member.state, member.settings, member.tested = module.states[m], module.settings[m], module.test_scores[m]
