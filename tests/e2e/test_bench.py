@@ -40,6 +40,15 @@ def test_quick_bench_writes_every_figure(tmp_path: Path) -> None:
         assert figures["ratio"] > 0 and figures["cpu_ratio"] > 0 and figures["target"] > 0
         assert len(figures["ratio_each"]) == report["repeats"] and min(figures["ratio_each"]) > 0
         assert min(figures["ratio_each"]) <= figures["ratio_paired_median"] <= max(figures["ratio_each"])
+    # Whole sweeps, one by one and as populations, in the same run; and the hand-written reference.
+    assert set(report["sweeps"]) == {"grid16", "study"}
+    for name, sweep in report["sweeps"].items():
+        assert sweep["sequential_s"] > 0 and sweep["population_s"] > 0 and sweep["target"] > 0, name
+        assert sweep["speedup"] == pytest.approx(sweep["sequential_s"] / sweep["population_s"])
+        phases = sweep["population_phases"]
+        assert phases["training_s"] > 0 and phases["member_open_s"] > 0 and phases["member_close_s"] > 0, name
+    assert report["sweep_reference"]["trials"] == 4 and report["sweep_reference"]["seconds"] > 0
+    assert "population s" in result.stdout
     fixed = report["fixed_costs"]
     assert fixed["help_imports_torch"] is False and fixed["config_error_imports_torch"] is False
     assert fixed["help_s"] > 0 and fixed["config_error_s"] > 0
