@@ -138,26 +138,32 @@ def test_a_member_whose_loss_turns_nan_fails_alone(tmp_path: Path, outputs: Path
     assert parent.data.metrics["sweep/failed_jobs"] == 1
 
 
-def test_optuna_batches_trials_into_populations_and_prunes_a_member(tmp_path: Path, outputs: Path) -> None:
-    # Grid order (sampler seed 1): the first batch (lr 1e-2, 1e-2, 1e-6) trains unpruned, as no trial is
-    # complete yet; in the second (1e-2, 1e-6, 1e-6) the members at lr 1e-6 fall behind the median and
-    # are pruned while the member beside them trains on.
+def test_optuna_batches_trials_into_populations_resumes_and_prunes_a_member(tmp_path: Path, outputs: Path) -> None:
+    # Grid order (sampler seed 0) over 2 lr × 4 seeds: the first invocation's batch of 4 (lr 1e-6, 1e-2,
+    # 1e-2, 1e-6) trains unpruned, as no trial is complete yet. The same command again resumes the study:
+    # its batch (1e-2, 1e-2, 1e-6, 1e-6) meets the median of the first four, and the members at lr 1e-6
+    # fall behind it and are pruned while the members beside them train on.
     args = ["sweep=optuna", "hydra.sweeper.params=null", POPULATION, "data=wine", "trainer.max_epochs=4",
-            "logger.log_model=false", "hydra.sweeper.sampler=grid", "hydra.sweeper.seed=1",
-            "hydra.sweeper.n_trials=6", "hydra.sweeper.n_jobs=3", "hydra.sweeper.pruner=median",
+            "logger.log_model=false", "hydra.sweeper.sampler=grid", "hydra.sweeper.seed=0",
+            "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=4", "hydra.sweeper.pruner=median",
             "hydra.sweeper.n_startup_trials=1", "hydra.sweeper.n_warmup_steps=0",
-            "optimizer.lr=choice(1e-2,1e-6)", "seed=choice(1,2,3)"]
-    result = run_cli(["train", f"paths.output_dir={outputs}", *FAST, *args], cwd=tmp_path)
-    assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-3000:])
-    assert result.stdout.count("Training 3 runs as one population") == 2
+            "optimizer.lr=choice(1e-2,1e-6)", "seed=choice(1,2,3,4)"]
+    for invocation in range(2):
+        result = run_cli(["train", f"paths.output_dir={outputs}", *FAST, *args], cwd=tmp_path)
+        assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-3000:])
+        assert result.stdout.count("Training 4 runs as one population") == 1, invocation
 
     study = optuna.load_study(study_name="mlp_wine", storage=f"sqlite:///{outputs / 'optuna.db'}")
-    states = [trial.state.name for trial in study.trials]
-    assert len(states) == 6 and "PRUNED" in states[3:] and states[:3] == ["COMPLETE"] * 3
-    assert [t.params["optimizer.lr"] for t in study.trials if t.state.name == "PRUNED"] == [1e-6] * states.count("PRUNED")
+    trials = study.trials
+    assert len(trials) == 8 and len({tuple(sorted(t.params.items())) for t in trials}) == 8  # no point twice
+    assert [t.state.name for t in trials[:4]] == ["COMPLETE"] * 4
+    pruned = [t for t in trials[4:] if t.state.name == "PRUNED"]
+    assert pruned and all(t.params["optimizer.lr"] == 1e-6 for t in pruned)
+    assert all(t.state.name == "COMPLETE" for t in trials[4:] if t.params["optimizer.lr"] == 1e-2)
     client, parent, children = parent_and_children(outputs)
     runs = {int(run.data.params["optuna.trial_number"]): run for run in children}
-    for trial in study.trials:
+    assert sorted(runs) == list(range(8))
+    for trial in trials:
         run = runs[trial.number]
         if trial.state.name == "PRUNED":
             assert run.info.status == "KILLED" and run.data.tags["optuna.state"] == "PRUNED"

@@ -289,6 +289,16 @@ def test_grid_sampler_stops_when_the_grid_is_exhausted(app: Path) -> None:
 
 
 @pytest.mark.e2e
+def test_a_seeded_grid_resumed_runs_each_point_once(app: Path) -> None:
+    # The seed orders the grid: resuming with another seed would run points of the first batch again.
+    grid = ("hydra.sweeper.sampler=grid", "hydra.sweeper.seed=0", "hydra.sweeper.n_trials=3",
+            "hydra.sweeper.params.x='range(1, 6)'")
+    ok(run_sweep(app, *grid))
+    ok(run_sweep(app, *grid, sweep_dir="again"))
+    assert sorted(t.params["x"] for t in load(app).trials) == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.e2e
 def test_job_raising_trial_pruned_is_recorded_pruned(app: Path) -> None:
     pruning = ("mode=report", "hydra.sweeper.pruner=median", "hydra.sweeper.n_startup_trials=2")
     # two good trials set the median learning curve ...

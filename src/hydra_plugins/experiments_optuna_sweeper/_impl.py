@@ -85,9 +85,11 @@ class OptunaSweeperImpl:
             self.storage, self.study_name, self.directions, sampler, self.pruner_cfg, self.conf.heartbeat_interval
         )
         resumed_at = len(study.get_trials(deepcopy=False))
-        if self.conf.seed is not None and resumed_at:
+        if self.conf.seed is not None and resumed_at and grid is None:
             # The same seed again would replay the first invocation's random (startup) proposals;
-            # offset by the study's size: still reproducible, no repeated trials.
+            # offset by the study's size: still reproducible, no repeated trials. Not for the grid
+            # sampler: its seed orders the grid, so another seed would map the trials' grid ids to other
+            # points, and the points already run would be run again.
             study.sampler = _study.build_sampler(
                 self.conf.sampler, self.conf.seed + resumed_at, kwargs, grid, len(self.directions)
             )
