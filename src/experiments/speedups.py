@@ -9,6 +9,8 @@ upgrade can make a run slower but never wrong.
 - `gc_pause`: no cyclic garbage collection while the process loads (public `gc` API).
 - `requirements_map`: MLflow's requirement check maps only the model's own packages (private cache).
 - `fast_exit`: the process leaves without the interpreter's module teardown (private `threading` hook).
+- `sweep_config_cache`: the population launcher composes each job's config once, not twice (Hydra's
+  sweeper composes every job of a batch to check it, then the launcher composes it again to run it).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 SWITCH_ENV = "EXPERIMENTS_NO_SPEEDUPS"
-NAMES = ("gc_pause", "requirements_map", "fast_exit")
+NAMES = ("gc_pause", "requirements_map", "fast_exit", "sweep_config_cache")
 # The fast exit's older switch, kept working: EXPERIMENTS_NORMAL_EXIT=1.
 NORMAL_EXIT_ENV = "EXPERIMENTS_NORMAL_EXIT"
 
@@ -121,3 +123,31 @@ def exit_fast(code: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+# --- sweep_config_cache -------------------------------------------------------------------------------
+# A sweep composes each job's config twice: `Sweeper.validate_batch_is_legal` composes the whole batch
+# (and only reads it), then the launcher composes each job again. Measured on Hydra 1.3.
+
+
+def cache_sweep_configs(config_loader: object) -> None:
+    """Hand the launcher the config the sweeper composed (and only read) for the same job's overrides,
+    instead of composing it again. The method is replaced on this loader object only (one sweep's), not
+    on Hydra's class; a job's config is handed out once, so every later composition is a fresh one."""
+    if not enabled("sweep_config_cache") or _version_of("hydra-core")[:2] != (1, 3):
+        return
+    compose = getattr(config_loader, "load_sweep_config", None)
+    if compose is None or getattr(compose, "cached_by_experiments", False):
+        return
+    composed: dict[tuple[int, tuple[str, ...]], object] = {}
+
+    def load_sweep_config(master_config: object, sweep_overrides: list[str]) -> object:
+        key = (id(master_config), tuple(sweep_overrides))
+        if key in composed:
+            return composed.pop(key)
+        config = compose(master_config, sweep_overrides)
+        composed[key] = config
+        return config
+
+    load_sweep_config.cached_by_experiments = True  # type: ignore[attr-defined]
+    config_loader.load_sweep_config = load_sweep_config  # type: ignore[attr-defined]

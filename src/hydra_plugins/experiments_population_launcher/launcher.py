@@ -28,9 +28,12 @@ class PopulationLauncher(Launcher):
         self.hydra_context: HydraContext | None = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        from experiments.speedups import cache_sweep_configs
+
         self.config = config
         self.hydra_context = hydra_context
         self.task_function = task_function
+        cache_sweep_configs(hydra_context.config_loader)  # each job composed once, not twice
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from experiments.population_grouping import population_key
@@ -112,9 +115,10 @@ class PopulationLauncher(Launcher):
             with read_write(sweep_config.hydra.runtime), open_dict(sweep_config.hydra.runtime):
                 sweep_config.hydra.runtime.output_dir = os.path.abspath(output_dir)
             HydraConfig.instance().set_config(sweep_config)
-        task_cfg = copy.deepcopy(sweep_config)
-        with read_write(task_cfg), open_dict(task_cfg):
-            del task_cfg["hydra"]
+        task_cfg = copy.deepcopy(sweep_config) if start else sweep_config
+        if start:
+            with read_write(task_cfg), open_dict(task_cfg):
+                del task_cfg["hydra"]
         try:
             if start:
                 Path(str(sweep_config.hydra.runtime.output_dir)).mkdir(parents=True, exist_ok=True)
