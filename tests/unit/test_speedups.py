@@ -64,3 +64,38 @@ def test_switched_off_start_up_keeps_collecting_garbage(monkeypatch: pytest.Monk
     finally:
         resume_gc_after_startup()
         gc.enable()
+
+
+def _sweep_loader() -> tuple[object, object]:
+    """Hydra's own config loader and the composed train config, as a sweep has them."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from experiments.paths import config_dir, register_resolvers
+
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        master = compose("train", return_hydra_config=True)
+        loader = GlobalHydra.instance().config_loader()
+    return loader, master
+
+
+def test_a_jobs_config_is_composed_once_for_the_sweeper_and_the_launcher(monkeypatch: pytest.MonkeyPatch) -> None:
+    from experiments.speedups import cache_sweep_configs
+
+    loader, master = _sweep_loader()
+    cache_sweep_configs(loader)
+    checked = loader.load_sweep_config(master, ["optimizer.lr=0.1"])  # the sweeper's check of the batch
+    other = loader.load_sweep_config(master, ["optimizer.lr=0.2"])
+    launched = loader.load_sweep_config(master, ["optimizer.lr=0.1"])  # the launcher, for the same job
+    assert launched is checked and launched.optimizer.lr == 0.1 and other.optimizer.lr == 0.2
+    # Handed out once: a third composition of those overrides is a new config.
+    again = loader.load_sweep_config(master, ["optimizer.lr=0.1"])
+    assert again is not launched and again.optimizer == launched.optimizer
+
+    monkeypatch.setenv("EXPERIMENTS_NO_SPEEDUPS", "sweep_config_cache")
+    loader, master = _sweep_loader()
+    cache_sweep_configs(loader)
+    first = loader.load_sweep_config(master, ["optimizer.lr=0.1"])
+    assert loader.load_sweep_config(master, ["optimizer.lr=0.1"]) is not first
