@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -23,3 +24,11 @@ def instantiated(node: Any, **kwargs: Any) -> Any:
         if isinstance(err.__cause__, UserError):
             raise err.__cause__ from None
         raise
+
+
+def non_finite_message(value: float, epoch: int, batch: int) -> str:
+    """Why a run stopped at a non-finite loss, and what to try."""
+    shown = str(value) if not math.isfinite(value) else "non-finite"
+    return (f"Training loss became {shown} at epoch {epoch}, batch {batch} (the first batch whose loss was "
+            "not finite): lower optimizer.lr, clip gradients (trainer.gradient_clip_val=1.0) or try another "
+            "optimizer.")

@@ -7,6 +7,8 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
+from experiments.errors import non_finite_message
+
 
 class NonFiniteLossError(RuntimeError):
     """Raised by `NanGuard`; train() marks the MLflow run FAILED with this message as the reason."""
@@ -46,11 +48,3 @@ class NanGuard(pl.Callback):
         first = int(self._first_bad) if self._first_bad is not None else -1
         if first >= 0:
             raise NonFiniteLossError(non_finite_message(float(self._last_loss), self._epoch, first))
-
-
-def non_finite_message(value: float, epoch: int, batch: int) -> str:
-    """Why a run stopped at a non-finite loss, and what to try."""
-    shown = str(value) if not torch.isfinite(torch.tensor(value)) else "non-finite"
-    return (f"Training loss became {shown} at epoch {epoch}, batch {batch} (the first batch whose loss was "
-            "not finite): lower optimizer.lr, clip gradients (trainer.gradient_clip_val=1.0) or try another "
-            "optimizer.")

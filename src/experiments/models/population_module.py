@@ -17,7 +17,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from experiments.callbacks.nan_guard import non_finite_message
+from experiments.errors import non_finite_message
 from experiments.models.epoch_metrics import EpochOutputs
 from experiments.models.optim import fused_option, optimizer_class, scheduler_config
 from experiments.models.population_net import PopulationNet
