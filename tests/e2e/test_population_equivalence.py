@@ -39,6 +39,7 @@ POPULATIONS: dict[str, list[list[str]]] = {
         ["optimizer.weight_decay=0.1"],
         ["callbacks.early_stopping.patience=1", "callbacks.early_stopping.min_delta=0.05"],
         ["callbacks.loss_threshold.threshold=0.75"],
+        ["regularization.l2=0.001", "model.dropout=0.3", "callbacks.early_stopping.patience=2"],  # combined
     ],
     "adamw": [["optimizer=adamw", "optimizer.weight_decay=0.01"], ["optimizer=adamw", "optimizer.weight_decay=1.0"]],
     "sgd": [["optimizer=sgd", "optimizer.lr=0.1"], ["optimizer=sgd", "optimizer.nesterov=true", "seed=3"]],
