@@ -29,11 +29,9 @@ SWEEPS: dict[str, dict[str, Any]] = {
                "population": ["logger.log_model=best"]},
     "study": {"study": [], "trials": 39, "target": 3.0},
 }
-# --quick: the same code paths on a 2×2 grid and a two-fix study, for CI (no speed claims).
+# --quick: the same code path on a 2×2 grid, for CI (no speed claims; the study's own test runs it).
 QUICK_SWEEPS: dict[str, dict[str, Any]] = {
     "grid16": {"train": ["optimizer.lr=0.001,0.01", "seed=1,2", "trainer.max_epochs=2"], "trials": 4, "target": 2.0},
-    "study": {"study": ["--fixes", "baseline,l2", "--seeds", "2", "trainer.max_epochs=2"], "trials": 4,
-              "target": 3.0},
 }
 
 

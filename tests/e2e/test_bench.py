@@ -41,7 +41,7 @@ def test_quick_bench_writes_every_figure(tmp_path: Path) -> None:
         assert len(figures["ratio_each"]) == report["repeats"] and min(figures["ratio_each"]) > 0
         assert min(figures["ratio_each"]) <= figures["ratio_paired_median"] <= max(figures["ratio_each"])
     # Whole sweeps, one by one and as populations, in the same run; and the hand-written reference.
-    assert set(report["sweeps"]) == {"grid16", "study"}
+    assert set(report["sweeps"]) == {"grid16"}
     for name, sweep in report["sweeps"].items():
         assert sweep["sequential_s"] > 0 and sweep["population_s"] > 0 and sweep["target"] > 0, name
         assert sweep["speedup"] == pytest.approx(sweep["sequential_s"] / sweep["population_s"])
