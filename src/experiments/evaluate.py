@@ -149,9 +149,9 @@ def evaluate(source: Source, csv: str | None, target: str | None) -> tuple[dict[
     import torch
     from torch.utils.data import TensorDataset
 
+    from experiments.console import quiet_lightning_warnings
     from experiments.data.loader import batch_loader
     from experiments.models.module import ExperimentModule, tested_metrics
-    from experiments.console import quiet_lightning_warnings
     from experiments.sizing import choose_eval_batch_size, widest_layer
 
     quiet_lightning_warnings()

@@ -18,6 +18,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.errors import UserError, instantiated
+from experiments.population_grouping import SHARED_OPTIMIZER_KEYS
 from experiments.run_names import run_name_for
 from experiments.timing import mark
 from experiments.train import (
@@ -28,7 +29,6 @@ from experiments.train import (
     open_logger,
     record_run_start,
 )
-from experiments.population_grouping import SHARED_OPTIMIZER_KEYS
 from experiments.validation import validate_config
 
 
@@ -147,46 +147,12 @@ class Population:
         return [opened[start : start + size] for start in range(0, len(opened), size)]
 
     def _fit(self, chunk: list[_Member]) -> None:
-        import lightning.pytorch as pl
-
-        from experiments.callbacks.member_records import MemberRecords
-        from experiments.devices import build_trainer
-        from experiments.models.population_module import PopulationModule
-        from experiments.models.population_net import PopulationNet
-        from experiments.sizing import apply_threads, choose_eval_batch_size, choose_threads, widest_layer
+        """Train one chunk as a population, test it, and hand each member its results."""
         from experiments.speedups import resume_gc_after_startup
 
         first = chunk[0].cfg
-        cfgs = [m.cfg for m in chunk]
-        # The population's compute is its members' together: threads as for a network that size.
-        apply_threads(choose_threads(first.threads, sum(m.n_params for m in chunk), first.data.batch_size))
-        net = PopulationNet([m.net for m in chunk], [float(c.model.get("dropout") or 0.0) for c in cfgs],
-                            [float(c.regularization.get("input_noise", 0.0)) for c in cfgs],
-                            [m.generator for m in chunk], [int(c.seed) for c in cfgs])
-        optimizer = OmegaConf.to_container(first.optimizer, resolve=True)
-        assert isinstance(optimizer, dict)
-        module = PopulationModule(
-            net, [_member_settings(c) for c in cfgs], **self.datamodule.target.training_settings(),
-            optimizer_target=str(optimizer["_target_"]), fused=optimizer.get("fused", False),
-            scheduler=OmegaConf.to_container(first.scheduler, resolve=True),  # type: ignore[arg-type]
-            monitor=first.monitor, monitor_mode=first.monitor_mode)
-        self.datamodule.member_seeds = [int(c.data.shuffle_seed) for c in cfgs]
-        self.datamodule.eval_batch_size = choose_eval_batch_size(
-            first.data.get("eval_batch_size", "auto"),
-            widest_layer(self.datamodule.input_dim, first.model.get("hidden_dims") or []))
-        trainer_cfg = OmegaConf.create(OmegaConf.to_container(first.trainer, resolve=True))
-        trainer_cfg.enable_checkpointing = False  # members' best weights are kept in memory
-        trainer_cfg.default_root_dir = str(first.paths.output_dir)
-        links = [dict(c.optuna) if c.get("optuna") and isinstance(c.optimized_metric, str) else None for c in cfgs]
-        callbacks: list[pl.Callback] = [MemberRecords([m.logger for m in chunk], links, str(first.monitor))]
-        if first.callbacks.get("progress_bar") is not None and trainer_cfg.get("enable_progress_bar", True):
-            callbacks.append(instantiated(first.callbacks.progress_bar))
-        else:
-            trainer_cfg.enable_progress_bar = False
-        averaged = first.callbacks.get("swa") is not None
-        if averaged:
-            callbacks.append(instantiated(first.callbacks.swa))
-        trainer = build_trainer(trainer_cfg, callbacks, False, [])
+        module = self._module(chunk)
+        trainer, averaged = self._trainer(chunk)
         runs = f"{len(chunk)} runs as one population" if len(chunk) > 1 else "1 run as a population of one"
         print(f"Training {runs} ({_describe(first)}).", flush=True)
         resume_gc_after_startup()
@@ -207,6 +173,53 @@ class Population:
             member.averaged, member.is_best, member.last_epoch = averaged, m == best, trainer.current_epoch - 1
             member.net = module.net.members[m]
         self.datamodule.member_seeds = []
+
+    def _module(self, chunk: list[_Member]) -> Any:
+        """The chunk's PopulationModule, with threads for its size and each member's batches."""
+        from experiments.models.population_module import PopulationModule
+        from experiments.models.population_net import PopulationNet
+        from experiments.sizing import apply_threads, choose_eval_batch_size, choose_threads, widest_layer
+
+        first, cfgs = chunk[0].cfg, [m.cfg for m in chunk]
+        # The population's compute is its members' together: threads as for a network that size.
+        apply_threads(choose_threads(first.threads, sum(m.n_params for m in chunk), first.data.batch_size))
+        net = PopulationNet([m.net for m in chunk], [float(c.model.get("dropout") or 0.0) for c in cfgs],
+                            [float(c.regularization.get("input_noise", 0.0)) for c in cfgs],
+                            [m.generator for m in chunk], [int(c.seed) for c in cfgs])
+        optimizer = OmegaConf.to_container(first.optimizer, resolve=True)
+        assert isinstance(optimizer, dict)
+        self.datamodule.member_seeds = [int(c.data.shuffle_seed) for c in cfgs]
+        self.datamodule.eval_batch_size = choose_eval_batch_size(
+            first.data.get("eval_batch_size", "auto"),
+            widest_layer(self.datamodule.input_dim, first.model.get("hidden_dims") or []))
+        return PopulationModule(
+            net, [_member_settings(c) for c in cfgs], **self.datamodule.target.training_settings(),
+            optimizer_target=str(optimizer["_target_"]), fused=optimizer.get("fused", False),
+            scheduler=OmegaConf.to_container(first.scheduler, resolve=True),  # type: ignore[arg-type]
+            monitor=first.monitor, monitor_mode=first.monitor_mode)
+
+    def _trainer(self, chunk: list[_Member]) -> tuple[Any, bool]:
+        """Lightning's Trainer as the members' trainer config says, without checkpoint files, with each
+        member's records and the progress bar; and whether it averages weights (SWA)."""
+        import lightning.pytorch as pl
+
+        from experiments.callbacks.member_records import MemberRecords
+        from experiments.devices import build_trainer
+
+        first, cfgs = chunk[0].cfg, [m.cfg for m in chunk]
+        trainer_cfg = OmegaConf.create(OmegaConf.to_container(first.trainer, resolve=True))
+        trainer_cfg.enable_checkpointing = False  # members' best weights are kept in memory
+        trainer_cfg.default_root_dir = str(first.paths.output_dir)
+        links = [dict(c.optuna) if c.get("optuna") and isinstance(c.optimized_metric, str) else None for c in cfgs]
+        callbacks: list[pl.Callback] = [MemberRecords([m.logger for m in chunk], links, str(first.monitor))]
+        if first.callbacks.get("progress_bar") is not None and trainer_cfg.get("enable_progress_bar", True):
+            callbacks.append(instantiated(first.callbacks.progress_bar))
+        else:
+            trainer_cfg.enable_progress_bar = False
+        averaged = first.callbacks.get("swa") is not None
+        if averaged:
+            callbacks.append(instantiated(first.callbacks.swa))
+        return build_trainer(trainer_cfg, callbacks, False, []), averaged
 
     def _finish(self, member: _Member) -> Any:
         from experiments.models.tasks import main_metric

@@ -39,8 +39,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     import lightning.pytorch as pl
 
     from experiments.checkpoints import checked_checkpoint, log_checkpoints
-    from experiments.devices import check_hardware
     from experiments.console import quiet_lightning_warnings
+    from experiments.devices import check_hardware
     from experiments.speedups import resume_gc_after_startup
     from experiments.tracking.run import finish_run, log_trained_model
 

@@ -98,7 +98,7 @@ def test_a_population_larger_than_its_memory_trains_in_chunks_with_the_same_resu
     result = sweep(outputs, tmp_path, POPULATION, "hydra.launcher.memory_gb=0.0015", *GRID)
     assert "4 runs of one shape: more than fits in memory at once, trained as 2 populations of up to 2" in result.stdout
     assert result.stdout.count("Training 2 runs as one population") == 2
-    client, parent, children = parent_and_children(outputs)
+    client, _, children = parent_and_children(outputs)
     whole_client = MlflowClient(f"sqlite:///{population_grid[0] / 'mlflow.db'}")
     # The grid's own children (the reproduce and eval tests add runs of their own to that store).
     whole = by_point([run for run in whole_client.search_runs(

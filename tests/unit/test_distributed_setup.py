@@ -13,8 +13,8 @@ from omegaconf import OmegaConf
 from experiments.data.datamodule import TabularDataModule
 from experiments.data.loader import ShuffledBatches
 from experiments.data.placement import should_keep_on_device
-from experiments.errors import UserError
 from experiments.devices import MultirunLaunchError, build_trainer, check_hardware, check_launch
+from experiments.errors import UserError
 from experiments.paths import config_dir
 from tests.conftest import compose_train_config
 

@@ -32,6 +32,7 @@ class MemberRecords(pl.Callback):
 
     def _report(self, pl_module: Any, m: int, value: float, epoch: int) -> None:
         import optuna
+
         from hydra_plugins.experiments_optuna_sweeper import TrialLink, report_and_check
 
         if m not in self._trials:
