@@ -74,18 +74,44 @@ def open_storage(url: str, heartbeat_interval_s: int = 0) -> optuna.storages.RDB
         return optuna.storages.RDBStorage(url, **kwargs)
 
 
+# The key of the PostgreSQL advisory lock (any 64-bit number; this one spells "expoptun").
+_ADVISORY_LOCK_KEY = 0x6578706F7074756E
+
+
 @contextlib.contextmanager
 def storage_lock(url: str) -> Iterator[None]:
-    """A cross-process lock beside a sqlite file (no-op for server databases).
+    """A cross-process lock around what Optuna does not make atomic: creating the schema (two workers
+    starting on a new database both try), and the count-then-ask step of `total_trials`.
 
-    Guards schema creation and the count-then-ask step of `total_trials`, which are not atomic.
+    A file beside a sqlite database; a session-level advisory lock on PostgreSQL and a named lock on
+    MySQL (both released by the server when a killed worker's connection drops); none elsewhere.
     """
     path = sqlite_path(url)
-    if path is None:
+    if path is not None:
+        from filelock import FileLock
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path) + ".lock"):
+            yield
+        return
+    dialect = url.split(":", 1)[0].split("+", 1)[0]
+    if dialect not in ("postgresql", "mysql"):
         yield
         return
-    from filelock import FileLock
+    import sqlalchemy
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):
-        yield
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            if dialect == "postgresql":
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": _ADVISORY_LOCK_KEY})
+            else:
+                connection.execute(sqlalchemy.text("SELECT GET_LOCK('experiments_optuna', -1)"))
+            try:
+                yield
+            finally:
+                unlock = ("SELECT pg_advisory_unlock(:key)" if dialect == "postgresql"
+                          else "SELECT RELEASE_LOCK('experiments_optuna')")
+                connection.execute(sqlalchemy.text(unlock), {"key": _ADVISORY_LOCK_KEY})
+    finally:
+        engine.dispose()
