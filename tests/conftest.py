@@ -30,10 +30,14 @@ def store_uri(output_dir: Path) -> str:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test may write to the developer's store or inherit a subcommand from the environment."""
+def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No test may write to the developer's store or inherit a subcommand from the environment.
+    MLflow's `set_tracking_uri` (Lightning's logger calls it) exports the store it was given as
+    MLFLOW_TRACKING_URI: removed again after each test, so the next one does not follow it."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("EXPERIMENTS_SUBCOMMAND", raising=False)
+    yield
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 @pytest.fixture

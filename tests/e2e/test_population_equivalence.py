@@ -75,6 +75,7 @@ def _histories(outputs: Path) -> dict[str, tuple[str, dict[str, list[tuple[int, 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    os.environ.pop("MLFLOW_TRACKING_URI", None)  # a module fixture runs before the per-test isolation
     folder = tmp_path_factory.mktemp("equivalence")
     together, alone = folder / "together", folder / "alone"
     objectives: dict[str, Any] = {}

@@ -17,8 +17,7 @@ from experiments.tracking.logger import EpochMLFlowLogger
 from experiments.tracking.metadata import environment_tags, git_state
 from experiments.tracking.params import flatten_params
 from experiments.tracking.store import prepare_experiment, resolve_tracking_uri
-
-FAILURE_REASON_TAG = "failure_reason"
+from experiments.tracking.sweep_points import FAILURE_REASON_TAG
 
 
 def build_logger(cfg: DictConfig, run_name: str, tags: dict[str, str]) -> EpochMLFlowLogger:

@@ -18,7 +18,17 @@ from typing import Any
 from omegaconf import DictConfig, open_dict
 
 from experiments.run_names import trial_run_name
-from experiments.tracking.sweep_points import NAME_TAG, PARENT_TAG, POINT_TAG, ROLE_TAG, SWEEP_TAG, point_of
+from experiments.tracking.sweep_points import (
+    HOST_TAG,
+    INVOCATION_TAG,
+    NAME_TAG,
+    PARENT_TAG,
+    PID_TAG,
+    POINT_TAG,
+    ROLE_TAG,
+    SWEEP_TAG,
+    point_of,
+)
 
 LINK_FILE = "mlflow_sweep.json"
 JOB_RECORDS_DIR = ".sweep_jobs"
@@ -31,6 +41,11 @@ class SweepLink:
     parent_run_id: str
     sweep_name: str | None
     search_keys: tuple[str, ...]
+    # The launching process: its jobs' runs carry these, so a later invocation can tell the runs a dead
+    # process left RUNNING (see sweep_orphans.py). Absent from link files written before they existed.
+    invocation: str | None = None
+    host: str | None = None
+    pid: int | None = None
 
     def write(self, sweep_dir: str | Path) -> None:
         folder = Path(sweep_dir)
@@ -92,6 +107,8 @@ def join_sweep_parent(cfg: DictConfig) -> dict[str, str]:
             cfg.logger.run_name = trial_run_name(cfg, swept)
     tags = {PARENT_TAG: link.parent_run_id, SWEEP_TAG: link.parent_run_id, ROLE_TAG: "child",
             POINT_TAG: point}
+    if link.invocation is not None:
+        tags.update({INVOCATION_TAG: link.invocation, HOST_TAG: str(link.host), PID_TAG: str(link.pid)})
     if link.sweep_name:
         tags[NAME_TAG] = link.sweep_name
     return tags

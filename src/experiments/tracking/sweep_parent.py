@@ -18,6 +18,7 @@ from __future__ import annotations
 import atexit
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -39,12 +40,12 @@ from experiments.tracking.sweep_description import (
     sweep_identity,
 )
 from experiments.tracking.sweep_job import SweepLink, objective_names, read_job_records, record_job
-from experiments.tracking.sweep_points import NAME_TAG, PARENT_TAG, ROLE_TAG, SWEEP_TAG
+from experiments.tracking.sweep_orphans import close_orphaned_children
+from experiments.tracking.sweep_points import INVOCATION_TAG, NAME_TAG, PARENT_TAG, ROLE_TAG, SWEEP_TAG
 from hydra_plugins.experiments_optuna_sweeper.jobs import job_failure
 
-# The latest invocation that opened the parent: a named sweep's or Optuna study's parent may be joined
-# by another worker, and the one that created it must then not delete it.
-INVOCATION_TAG = "sweep.invocation"
+# On the parent, INVOCATION_TAG is the latest invocation that opened it: a named sweep's or Optuna
+# study's parent may be joined by another worker, and the one that created it must then not delete it.
 
 
 @dataclass(frozen=True)
@@ -201,8 +202,11 @@ def open_sweep_parent_run(config: DictConfig, invocation: str) -> OpenSweep:
     # A reopened parent shows the latest invocation's command line and search space.
     client.log_batch(run_id, tags=[RunTag(k, v) for k, v in {**tags, SWEEP_TAG: run_id}.items()])
     link = SweepLink(tracking_uri=uri, experiment_id=experiment_id, experiment_name=experiment_name,
-                     parent_run_id=run_id, sweep_name=identity.get(NAME_TAG), search_keys=tuple(space))
+                     parent_run_id=run_id, sweep_name=identity.get(NAME_TAG), search_keys=tuple(space),
+                     invocation=invocation, host=socket.gethostname(), pid=os.getpid())
     link.write(sweep_dir)
+    if before is not None:  # a rerun: runs an earlier, dead invocation left RUNNING end FAILED now
+        close_orphaned_children(link, own_invocation=invocation)
     state = "continued" if before is not None else "new"
     print(f"Sweep parent run: {run_id} ({state}, experiment {experiment_name!r})", flush=True)
     overwritten = (*tags, INVOCATION_TAG)
@@ -232,6 +236,7 @@ def close_sweep_parent_run(opened: OpenSweep, stopped: str | None = None) -> Non
     link = opened.link
     status = "FAILED"
     try:
+        close_orphaned_children(link, own_invocation=opened.invocation, own_jobs_ended=True)
         children = child_runs(search_children(link.tracking_uri, link.experiment_id, link.parent_run_id),
                               opened.metric, link.search_keys)
         records = read_job_records(opened.sweep_dir, opened.invocation)

@@ -12,6 +12,12 @@ SWEEP_TAG = "sweep"  # the parent's run id on parent and children, for the UI's 
 ROLE_TAG = "sweep.role"  # "parent" | "child"
 NAME_TAG = "sweep.name"
 POINT_TAG = "sweep.point"  # the job's overrides, canonical: what `skip_finished` compares
+# The invocation (launching process) a run belongs to, and where that process ran: a later invocation
+# closes the runs a dead one left RUNNING (sweep_orphans.py). The parent carries the latest invocation.
+INVOCATION_TAG = "sweep.invocation"
+HOST_TAG = "sweep.host"
+PID_TAG = "sweep.pid"
+FAILURE_REASON_TAG = "failure_reason"  # why a run ended FAILED or KILLED
 
 # Overrides that do not change what a job trains: launcher/sweeper settings, the Optuna trial link
 # and the sweep's own switches. Leaving them out keeps a point's identity when a sweep is extended.

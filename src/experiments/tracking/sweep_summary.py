@@ -10,9 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from experiments.tracking.sweep_points import PARENT_TAG, POINT_TAG, swept_part
-
-FAILURE_REASON_TAG = "failure_reason"  # same tag the training runs use (tracking/run.py)
+from experiments.tracking.sweep_points import FAILURE_REASON_TAG, PARENT_TAG, POINT_TAG, swept_part
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,27 @@ class Heartbeat:
                     self._study_id, trial.number)
             self._storage.record_heartbeat(self._trial_ids[trial.number])
 
+    def adopt_silent_trials(self, study: optuna.Study) -> None:
+        """Give one heartbeat to the study's RUNNING trials that started longer ago than the grace period.
+
+        A sweep killed between asking a trial and its first beat leaves a RUNNING trial that never beat,
+        which Optuna never takes for stale. Beating it once, here, makes it stale a grace period later,
+        when a sweep on the study (this one's next batch or end, or the next one) fails it. A live trial
+        of another worker only gets one beat more. Called once, as the sweep starts, after the stale
+        trials were failed."""
+        if not self.interval_s:
+            return
+        from datetime import datetime, timedelta
+
+        from .storage import grace_period_s
+
+        cutoff = datetime.now() - timedelta(seconds=grace_period_s(self.interval_s))
+        old = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+               if t.datetime_start is not None and t.datetime_start < cutoff]
+        for trial in old:
+            self._storage.record_heartbeat(self._storage.get_trial_id_from_study_id_trial_number(
+                self._study_id, trial.number))
+
     @contextmanager
     def beating(self, trials: Sequence[Trial]) -> Iterator[None]:
         """Record the trials' heartbeats every `interval_s` until the block ends."""

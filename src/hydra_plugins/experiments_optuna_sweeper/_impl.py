@@ -104,6 +104,9 @@ class OptunaSweeperImpl:
 
         counts = {"launched": 0, "complete": 0, "pruned": 0, "failed": 0}
         heartbeat = _heartbeat.Heartbeat(self.storage, self.study_name, self.conf.heartbeat_interval)
+        with _heartbeat.optuna_heartbeat_warnings_silenced():
+            optuna.storages.fail_stale_trials(study)
+            heartbeat.adopt_silent_trials(study)
         try:
             while counts["launched"] < self.conf.n_trials:
                 batch = min(self.conf.n_jobs, self.conf.n_trials - counts["launched"])
@@ -124,6 +127,8 @@ class OptunaSweeperImpl:
             except Exception as e:  # noqa: BLE001 — keep the original error in front of the user
                 log.warning("Could not write the Optuna summary: %s", e)
             raise
+        with _heartbeat.optuna_heartbeat_warnings_silenced():
+            optuna.storages.fail_stale_trials(study)  # those whose grace period ran out while this one swept
         self.summary_files = write_summary(study, self.sweep_dir, counts)
 
     def _run_batch(
