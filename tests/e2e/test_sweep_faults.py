@@ -89,8 +89,11 @@ def test_killed_sweeps_leave_no_run_running_and_a_rerun_completes_the_study(tmp_
         if trial.state.name == "COMPLETE":
             assert [run.info.status for run in runs] == ["FINISHED"]
             assert runs[0].data.metrics["val/loss_best"] == pytest.approx(trial.value)
+        elif trial.state.name == "PRUNED":  # the preset's pruner at work
+            assert [(run.info.status, run.data.tags["optuna.state"]) for run in runs] == [("KILLED", "PRUNED")]
         else:  # killed: its run (if it had opened one) is closed, saying why
-            assert all(run.info.status == "FAILED" and run.data.tags.get("failure_reason") for run in runs)
+            assert all(run.info.status in ("FAILED", "KILLED") and run.data.tags.get("failure_reason")
+                       for run in runs)
     client = MlflowClient(store_uri(outputs))
     parents = client.search_runs([children[0].info.experiment_id], "tags.`sweep.role` = 'parent'")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"

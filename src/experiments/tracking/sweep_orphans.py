@@ -7,6 +7,10 @@ children that can no longer be running:
 - those whose Optuna trial the study has marked FAIL (their worker's heartbeat stopped);
 - those of an invocation launched on this host by a process that no longer exists.
 Each ends FAILED with why as its `failure_reason`. A RUNNING child of a live worker elsewhere is left alone.
+
+One more case: a job that finished (its run FINISHED) while its sweep was killed before telling Optuna,
+so the study failed the trial by heartbeat. Its run becomes KILLED, saying so: MLflow and the study then
+agree on which trials count.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ def _process_alive(pid: int) -> bool:
 
 
 def _failed_trials(children: list[Any]) -> set[tuple[str, str, int]]:
-    """(storage, study, trial number) of the RUNNING children's Optuna trials that ended FAIL."""
+    """(storage, study, trial number) of the children's Optuna trials that ended FAIL."""
     wanted: dict[tuple[str, str], set[int]] = {}
     for run in children:
         params = run.data.params
@@ -53,33 +57,39 @@ def _failed_trials(children: list[Any]) -> set[tuple[str, str, int]]:
 
 
 def _why_orphaned(run: Any, own_invocation: str, own_jobs_ended: bool, failed: set[tuple[str, str, int]]) -> str | None:
-    tags, params = run.data.tags, run.data.params
+    tags = run.data.tags
     invocation = tags.get(INVOCATION_TAG)
     if invocation == own_invocation:
         if own_jobs_ended:
             return "its job's process ended without closing the run (killed?)"
         return None
-    if "optuna.trial_number" in params:
-        key = (params.get("optuna.storage"), params.get("optuna.study_name"), int(params["optuna.trial_number"]))
-        if key in failed:
-            return "its worker stopped (no heartbeat): Optuna marked the trial FAIL"
+    if _trial_key(run) in failed:
+        return "its worker stopped (no heartbeat): Optuna marked the trial FAIL"
     here = tags.get(HOST_TAG) == socket.gethostname() and tags.get(PID_TAG, "").isdigit()
     if here and not _process_alive(int(tags[PID_TAG])):
         return f"the sweep process that launched it ({tags[PID_TAG]}) is gone (killed?)"
     return None
 
 
+def _trial_key(run: Any) -> tuple[str, str, int] | None:
+    params = run.data.params
+    if "optuna.trial_number" not in params:
+        return None
+    return params.get("optuna.storage"), params.get("optuna.study_name"), int(params["optuna.trial_number"])
+
+
 def close_orphaned_children(link: Any, own_invocation: str, own_jobs_ended: bool = False) -> int:
-    """Close the parent's RUNNING children that a dead process left behind; return how many."""
+    """Close the parent's children that a dead process left behind; return how many."""
     from mlflow.tracking import MlflowClient
 
     from experiments.tracking.sweep_summary import search_children
 
-    running = [run for run in search_children(link.tracking_uri, link.experiment_id, link.parent_run_id)
-               if run.info.status == "RUNNING"]
-    if not running:
+    children = search_children(link.tracking_uri, link.experiment_id, link.parent_run_id)
+    running = [run for run in children if run.info.status == "RUNNING"]
+    finished_trials = [run for run in children if run.info.status == "FINISHED" and _trial_key(run) is not None]
+    if not running and not finished_trials:
         return 0
-    failed = _failed_trials(running)
+    failed = _failed_trials(running + finished_trials)
     client = MlflowClient(link.tracking_uri)
     closed = 0
     for run in running:
@@ -88,6 +98,13 @@ def close_orphaned_children(link: Any, own_invocation: str, own_jobs_ended: bool
             client.set_tag(run.info.run_id, FAILURE_REASON_TAG, reason)
             client.set_terminated(run.info.run_id, "FAILED")
             closed += 1
+    for run in finished_trials:
+        if _trial_key(run) in failed:
+            client.set_tag(run.info.run_id, FAILURE_REASON_TAG, "it finished, but its sweep was killed before "
+                           "Optuna recorded the result: the trial is FAIL and does not count")
+            client.set_terminated(run.info.run_id, "KILLED")
+            closed += 1
     if closed:
-        print(f"Closed {closed} child run(s) left RUNNING by a process that is gone, as FAILED.", flush=True)
+        print(f"Closed {closed} child run(s) a process that is gone left behind (see their failure_reason).",
+              flush=True)
     return closed
