@@ -9,6 +9,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -115,3 +116,30 @@ def wait_for_http(url: str, process: subprocess.Popen, seconds: float) -> None:
         except OSError:
             time.sleep(1)
     raise AssertionError(f"{url} did not answer within {seconds} s")
+
+
+@contextmanager
+def mlflow_server(root: Path, backend_store_uri: str, workers: int = 1) -> Iterator[str]:
+    """A real `mlflow server` on 127.0.0.1 (artifacts through its proxy, into `root`), as the README's
+    team command starts it (without MLflow's GenAI job runner); its URL, stopped at the end."""
+    import shutil
+    import signal
+
+    port = free_port()
+    mlflow_bin = shutil.which("mlflow", path=os.path.dirname(sys.executable)) or "mlflow"
+    env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
+           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    process = subprocess.Popen(
+        [mlflow_bin, "server", "--backend-store-uri", backend_store_uri,
+         "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", str(workers)],
+        cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{uri}/health", process, 180)
+        yield uri
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=60)
+

@@ -4,11 +4,6 @@ separate `experiments train sweep=optuna` processes — on one study and one tra
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,7 +12,7 @@ from typing import Any
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import FAST, free_port, run_cli, wait_for_http
+from tests.conftest import FAST, free_port, mlflow_server, run_cli
 from tests.postgres_server import PostgresServer, why_not_available
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(why_not_available() is not None,
@@ -41,25 +36,8 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServe
 @pytest.fixture(scope="module")
 def tracking_server(postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`mlflow server` with its backend store on PostgreSQL and artifacts through its proxy."""
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    mlflow_bin = shutil.which("mlflow", path=os.path.dirname(sys.executable)) or "mlflow"
-    env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
-           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    process = subprocess.Popen(
-        [mlflow_bin, "server", "--backend-store-uri", postgres.url("mlflow"),
-         "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "2"],
-        cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=(root / "server.log").open("w"),
-        start_new_session=True,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(f"{uri}/health", process, 180)
+    with mlflow_server(tmp_path_factory.mktemp("mlflow-server"), postgres.url("mlflow"), workers=2) as uri:
         yield uri
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=60)
 
 
 def test_workers_share_one_postgres_study_and_one_tracking_server(

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import FAST, free_port, run_cli, wait_for_http
+from tests.conftest import FAST, mlflow_server, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -24,24 +19,8 @@ QUICK = [*FAST, "trainer.max_epochs=2", "data.options.n_samples=300"]
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A tracking server with its own sqlite store and artifact folder (served through the server)."""
     root = tmp_path_factory.mktemp("server")
-    port = free_port()
-    mlflow_bin = shutil.which("mlflow", path=os.path.dirname(sys.executable)) or "mlflow"
-    # As the README's team command: without MLflow's GenAI job runner.
-    env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
-           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    process = subprocess.Popen(
-        [mlflow_bin, "server", "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
-         "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"],
-        cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(f"{uri}/health", process, 180)
+    with mlflow_server(root, f"sqlite:///{root / 'server.db'}") as uri:
         yield uri
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=60)
 
 
 def _runs(uri: str, experiment_name: str) -> tuple[MlflowClient, list]:
