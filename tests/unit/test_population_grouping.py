@@ -84,3 +84,32 @@ def test_a_members_memory_grows_with_its_network_and_batch() -> None:
     assert member_memory_bytes(50_000, 8, [200, 200], 32, sizes) > small
     assert member_memory_bytes(187, 8, [10, 8], 512, sizes) > small
     assert small > 4 * 6 * 187  # at least weights, gradients and optimizer states
+
+
+def test_a_stopped_member_stays_as_it_stopped_while_the_others_train() -> None:
+    from experiments.models.population_module import MemberSettings, PopulationModule
+
+    members, generators = [], []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        members.append(build_mlp(5, 1, [6]))
+        generators.append(generator_like_global())
+    net = PopulationNet(members, [0.0, 0.0], [0.0, 0.0], generators, [1, 2])
+    module = PopulationModule(net, [MemberSettings({"lr": 0.1}), MemberSettings({"lr": 0.1})], "binary", 2,
+                              "torch.optim.Adam", False, None)
+    optimizer = torch.optim.Adam([{"params": list(m.parameters()), "lr": 0.1} for m in members])
+    x, y = torch.randn(2, 8, 5), torch.randint(0, 2, (2, 8))
+
+    def step() -> None:
+        optimizer.zero_grad()
+        module.training_step((x, y), 0).backward()
+        module.on_before_optimizer_step(optimizer)
+        optimizer.step()
+
+    step()  # both train: Adam now has momentum for both
+    module.states[0].stopped_epoch = 0  # member 0 stops (early stopping)
+    frozen = [p.detach().clone() for p in members[0].parameters()]
+    moving = [p.detach().clone() for p in members[1].parameters()]
+    step()
+    assert all(torch.equal(a, b) for a, b in zip(frozen, members[0].parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(moving, members[1].parameters()))

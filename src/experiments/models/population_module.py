@@ -117,6 +117,15 @@ class PopulationModule(pl.LightningModule):
             self.states[m].failure = non_finite_message(float(losses[m]), self.current_epoch, batch_idx)
         self._stop_when_none_left()
 
+    def on_before_optimizer_step(self, optimizer: Any) -> None:
+        # A stopped member's loss left the sum, but its weights still took part in the batched forward, so
+        # they hold zero gradients, and Adam's momentum or weight decay would still move them: without a
+        # gradient the optimizer skips them, and the member stays as it stopped.
+        for m, state in enumerate(self.states):
+            if not state.active:
+                for parameter in self.net.members[m].parameters():
+                    parameter.grad = None
+
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         for m, settings in enumerate(self.settings):
             if settings.max_norm > 0 and self.states[m].active:  # after the step, as a run alone does
