@@ -119,13 +119,14 @@ def wait_for_http(url: str, process: subprocess.Popen, seconds: float) -> None:
 
 
 @contextmanager
-def mlflow_server(root: Path, backend_store_uri: str, workers: int = 1) -> Iterator[str]:
+def mlflow_server(root: Path, backend_store_uri: str, workers: int = 1, port: int | None = None) -> Iterator[str]:
     """A real `mlflow server` on 127.0.0.1 (artifacts through its proxy, into `root`), as the README's
-    team command starts it (without MLflow's GenAI job runner); its URL, stopped at the end."""
+    team command starts it (without MLflow's GenAI job runner); its URL, stopped at the end. A given
+    `port` starts it again where an earlier one stood."""
     import shutil
     import signal
 
-    port = free_port()
+    port = port or free_port()
     mlflow_bin = shutil.which("mlflow", path=os.path.dirname(sys.executable)) or "mlflow"
     env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}

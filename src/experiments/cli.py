@@ -102,7 +102,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: unknown command {args[0]!r}; choose one of: {', '.join(COMMANDS)}.", file=sys.stderr)
         sys.exit(2)
     from experiments.errors import UserError
+    from experiments.tracking.server import bound_server_waits
 
+    bound_server_waits()  # a tracking server that stops answering fails a write in seconds, not minutes
     try:
         code = COMMANDS[command](rest)
     except UserError as err:

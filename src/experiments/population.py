@@ -259,13 +259,13 @@ class Population:
         if member.logger is None:
             return
         from experiments.optuna_trial import close_pruned_run, is_trial_pruned
-        from experiments.tracking.run import finish_run
+        from experiments.tracking.run import close_failed
 
         if is_trial_pruned(err):
             close_pruned_run(member.logger, err)
         else:
             reason = str(err) if isinstance(err, TrainingFailed | UserError) else f"{type(err).__name__}: {err}"
-            finish_run(member.logger, "FAILED", reason)
+            close_failed(member.logger, err, reason)
         member.logger = None
 
 

@@ -169,7 +169,7 @@ def _run_outcome(logger: Any, trainer: Any, cfg: DictConfig) -> Iterator[None]:
     (with the resume command printed) or pruned, and the error re-raised for the caller."""
     from experiments.callbacks.nan_guard import NonFiniteLossError
     from experiments.optuna_trial import close_pruned_run, is_trial_pruned
-    from experiments.tracking.run import finish_run
+    from experiments.tracking.run import close_failed, finish_run
 
     closes = logger is not None and trainer.is_global_zero
     try:
@@ -191,8 +191,9 @@ def _run_outcome(logger: Any, trainer: Any, cfg: DictConfig) -> Iterator[None]:
             if is_trial_pruned(err):  # KILLED + optuna.state=PRUNED; re-raised so the sweeper records PRUNED
                 close_pruned_run(logger, err)
             else:
-                finish_run(logger, "FAILED", f"{type(err).__name__}: {err}")
+                close_failed(logger, err, f"{type(err).__name__}: {err}")
         raise
+
 
 
 def _training_module(cfg: DictConfig, net: Any, datamodule: Any) -> Any:
@@ -303,9 +304,16 @@ def main(cfg: DictConfig) -> Any:
             return reused
     try:
         metrics = train(cfg)
-    except (UserError, TrainingFailed) as err:
-        if multirun and not getattr(err, "stops_sweep", False):  # the sweeper records a failed job, goes on
+    except Exception as raised:
+        from experiments.tracking.server import TrackingServerUnavailable, in_one_sentence
+
+        err = in_one_sentence(raised, in_sweep=multirun)  # a server that went away: not MLflow's traceback
+        if not isinstance(err, (UserError, TrainingFailed, TrackingServerUnavailable)):
             raise
+        if multirun and not getattr(err, "stops_sweep", False):  # the sweeper records a failed job, goes on
+            if err is raised:
+                raise
+            raise err from None
         if isinstance(err, UserError) and not multirun:
             _discard_unused_run_dir(cfg)
         print(f"error: {err}", file=sys.stderr)

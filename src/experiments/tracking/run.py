@@ -16,6 +16,7 @@ from experiments.paths import project_root
 from experiments.tracking.logger import EpochMLFlowLogger
 from experiments.tracking.metadata import environment_tags, git_state
 from experiments.tracking.params import flatten_params
+from experiments.tracking.server import server_unreachable, unreachable_sentence
 from experiments.tracking.store import prepare_experiment, resolve_tracking_uri
 from experiments.tracking.sweep_points import FAILURE_REASON_TAG
 
@@ -142,3 +143,16 @@ def finish_run(logger: EpochMLFlowLogger, status: str, reason: str | None = None
     if reason:
         client.set_tag(run_id, FAILURE_REASON_TAG, reason[:5000])
     client.set_terminated(run_id, status)
+
+
+def close_failed(logger: EpochMLFlowLogger, err: BaseException, reason: str) -> None:
+    """Close the run FAILED with `reason`. A tracking server that does not answer may not take the close
+    either: the run then stays open until its sweep closes it (`tracking.sweep_orphans`), and the caller
+    reports `err`, not the failed close."""
+    if server_unreachable(err):
+        reason = f"{unreachable_sentence(err)} while the run was being written"
+    try:
+        finish_run(logger, "FAILED", reason)
+    except Exception as close_err:
+        if not server_unreachable(close_err):
+            raise

@@ -61,7 +61,7 @@ def _why_orphaned(run: Any, own_invocation: str, own_jobs_ended: bool, failed: s
     invocation = tags.get(INVOCATION_TAG)
     if invocation == own_invocation:
         if own_jobs_ended:
-            return "its job's process ended without closing the run (killed?)"
+            return "its job ended without closing the run (killed, or the tracking server did not answer)"
         return None
     if _trial_key(run) in failed:
         return "its worker stopped (no heartbeat): Optuna marked the trial FAIL"
@@ -105,6 +105,7 @@ def close_orphaned_children(link: Any, own_invocation: str, own_jobs_ended: bool
             client.set_terminated(run.info.run_id, "KILLED")
             closed += 1
     if closed:
-        print(f"Closed {closed} child run(s) a process that is gone left behind (see their failure_reason).",
+        print(f"Closed {closed} child run(s) left RUNNING by a job that could not close them (see their "
+              "failure_reason).",
               flush=True)
     return closed

@@ -41,6 +41,7 @@ from experiments.tracking.sweep_description import (
 )
 from experiments.tracking.sweep_job import SweepLink, objective_names, read_job_records, record_job
 from experiments.tracking.sweep_orphans import close_orphaned_children
+from experiments.tracking.server import describe_tracking_error
 from experiments.tracking.sweep_points import INVOCATION_TAG, NAME_TAG, PARENT_TAG, ROLE_TAG, SWEEP_TAG
 from hydra_plugins.experiments_optuna_sweeper.jobs import job_failure
 
@@ -83,8 +84,8 @@ class SweepParentCallback(Callback):
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
         except Exception as err:  # noqa: BLE001 — any tracking failure stops the sweep with its reason
-            print(f"error: could not open the sweep's MLflow parent run ({type(err).__name__}: {err}); check "
-                  "logger.tracking_uri and, for a server, that it is up.", file=sys.stderr)
+            print(f"error: could not open the sweep's MLflow parent run ({describe_tracking_error(err)}); check logger.tracking_uri and, "
+                  "for a server, that it is up.", file=sys.stderr)
             sys.exit(1)
         self._invocation = invocation
         atexit.register(self._close_stopped_sweep)
@@ -257,14 +258,16 @@ def close_sweep_parent_run(opened: OpenSweep, stopped: str | None = None) -> Non
                        _summary_artifacts(opened.sweep_dir))
         print(f"Sweep parent run {link.parent_run_id} {status}: {summary.headline()}.", flush=True)
     except Exception as err:  # noqa: BLE001 — still end the run below
-        print(f"warning: could not record the sweep summary on parent run {link.parent_run_id}: {err}",
+        print(f"warning: could not record the sweep summary on parent run {link.parent_run_id}: "
+              f"{describe_tracking_error(err)}",
               file=sys.stderr)
         try:
             from mlflow.tracking import MlflowClient
 
             MlflowClient(link.tracking_uri).set_terminated(link.parent_run_id, status)
         except Exception as again:  # noqa: BLE001
-            print(f"warning: parent run {link.parent_run_id} may be left RUNNING: {again}", file=sys.stderr)
+            print(f"warning: parent run {link.parent_run_id} may be left RUNNING: {describe_tracking_error(again)}",
+                  file=sys.stderr)
 
 
 def _restore_reopened_parent(opened: OpenSweep) -> bool:

@@ -15,6 +15,8 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from experiments.tracking.server import in_one_sentence
+
 log = logging.getLogger(__name__)
 
 
@@ -143,6 +145,6 @@ class PopulationLauncher(Launcher):
 
 
 def _failed(result: JobReturn, error: BaseException) -> None:
-    result.return_value = error
+    result.return_value = in_one_sentence(error, in_sweep=True)  # as a job run alone reports it
     result.status = JobStatus.FAILED
 
