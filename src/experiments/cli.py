@@ -101,13 +101,13 @@ def main(argv: list[str] | None = None) -> None:
     else:
         print(f"error: unknown command {args[0]!r}; choose one of: {', '.join(COMMANDS)}.", file=sys.stderr)
         sys.exit(2)
-    from experiments.errors import UserError
+    from experiments.errors import ReportedError
     from experiments.tracking.server import bound_server_waits
 
     bound_server_waits()  # a tracking server that stops answering fails a write in seconds, not minutes
     try:
         code = COMMANDS[command](rest)
-    except UserError as err:
+    except ReportedError as err:  # a user's mistake, or a tracking server that went away
         print(f"error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
     except BrokenPipeError:  # the reader went away (`experiments train --help | head`): stop quietly

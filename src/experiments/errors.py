@@ -6,7 +6,13 @@ import math
 from typing import Any
 
 
-class UserError(Exception):
+class ReportedError(Exception):
+    """An error the command line prints as one sentence (`error: …`) and exits with, without a traceback."""
+
+    exit_code = 1
+
+
+class UserError(ReportedError):
     """A mistake in the user's input (config, CLI arguments, files). Printed as one line, exit code 2."""
 
     exit_code = 2

@@ -7,6 +7,8 @@ import logging
 import os
 import re
 
+from experiments.errors import ReportedError
+
 # MLflow's own settings, read at each request. Its defaults (7 retries, backoff factor 2, 120 s per
 # request) keep one write waiting about four minutes; these give up after 3 retries 0, 2 and 4 s apart
 # (about 7 s when the server refuses connections, at most ~45 s when it hangs). A user's values win.
@@ -25,10 +27,8 @@ def bound_server_waits() -> None:
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
 
 
-class TrackingServerUnavailable(Exception):
-    """The tracking server did not answer a write within the bounded wait; printed as one line."""
-
-    exit_code = 1
+class TrackingServerUnavailable(ReportedError):
+    """The tracking server did not answer a write within the bounded wait; printed as one line, exit 1."""
 
 
 def _chain(err: BaseException | None) -> list[BaseException]:
