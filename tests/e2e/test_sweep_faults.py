@@ -14,9 +14,9 @@ from pathlib import Path
 
 import optuna
 import pytest
-from mlflow.tracking import MlflowClient
 
 from tests.conftest import FAST, run_cli, store_uri
+from tests.sweep_invariants import check_after_faults, sweep_children
 
 pytestmark = pytest.mark.e2e
 
@@ -27,12 +27,7 @@ TARGET = 6  # COMPLETE trials the study must reach
 
 
 def _children(outputs: Path) -> list:
-    client = MlflowClient(store_uri(outputs))
-    experiment = client.get_experiment_by_name("faults")
-    if experiment is None:
-        return []
-    return [run for run in client.search_runs([experiment.experiment_id], max_results=1000)
-            if run.data.tags.get("sweep.role") == "child"]
+    return sweep_children(store_uri(outputs), "faults")
 
 
 def _kill_at_random(outputs: Path, cwd: Path, rng: random.Random) -> None:
@@ -74,31 +69,4 @@ def test_killed_sweeps_leave_no_run_running_and_a_rerun_completes_the_study(tmp_
     assert again.returncode == 0, again.stderr[-3000:]
 
     study = optuna.load_study(study_name="faults", storage=f"sqlite:///{outputs / 'optuna.db'}")
-    states = [t.state.name for t in study.trials]
-    assert states.count("COMPLETE") == TARGET
-    # A kill inside a trial fails it; one that lands between two trials fails none.
-    assert "RUNNING" not in states and 1 <= states.count("FAIL") <= kills
-    children = _children(outputs)
-    assert [run.info.status for run in children if run.info.status == "RUNNING"] == []
-    by_trial: dict[int, list] = {}
-    for run in children:
-        by_trial.setdefault(int(run.data.params["optuna.trial_number"]), []).append(run)
-    assert all(len(runs) == 1 for runs in by_trial.values()), "a trial has two runs"
-    for trial in study.trials:
-        runs = by_trial.get(trial.number, [])
-        if trial.state.name == "COMPLETE":
-            assert [run.info.status for run in runs] == ["FINISHED"]
-            assert runs[0].data.metrics["val/loss_best"] == pytest.approx(trial.value)
-        elif trial.state.name == "PRUNED":  # the preset's pruner at work
-            assert [(run.info.status, run.data.tags["optuna.state"]) for run in runs] == [("KILLED", "PRUNED")]
-        else:  # killed: its run (if it had opened one) is closed, saying why
-            assert all(run.info.status in ("FAILED", "KILLED") and run.data.tags.get("failure_reason")
-                       for run in runs)
-    client = MlflowClient(store_uri(outputs))
-    parents = client.search_runs([children[0].info.experiment_id], "tags.`sweep.role` = 'parent'")
-    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    assert all(run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for run in children)
-    # The store still opens for the rest of the tool: the comparison reads every run.
-    compared = run_cli(["compare", f"--tracking-uri={store_uri(outputs)}", "--experiment", "faults",
-                        "--group-by", "sweep", "--no-log", "--output", str(tmp_path / "report")], cwd=tmp_path)
-    assert compared.returncode == 0, compared.stderr[-2000:]
+    check_after_faults(study, store_uri(outputs), "faults", TARGET, kills, tmp_path / "report")
