@@ -116,7 +116,7 @@ def test_workers_killed_at_random_on_postgres_leave_every_trial_once(
         postgres: PostgresServer, tracking_server: str, tmp_path: Path, outputs: Path) -> None:
     import optuna
 
-    storage, rng, target, kills = postgres.url("optuna"), random.Random(11), 6, 0
+    storage, rng, kills = postgres.url("optuna"), random.Random(11), 0
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     for round_ in range(2):  # two workers each round, one of them training its trials as a population
         workers = [subprocess.Popen(_worker(f"w{round_}{i}", storage, tracking_server, outputs, tmp_path, 20, launcher),
@@ -128,8 +128,8 @@ def test_workers_killed_at_random_on_postgres_leave_every_trial_once(
         kills += len(workers)
     time.sleep(3.5)  # the heartbeat grace period (3 beats of 1 s): the killed trials are now stale
     complete = sum(t.state.name == "COMPLETE" for t in optuna.load_study(study_name="faults", storage=storage).trials)
+    target = max(6, complete + 2)  # COMPLETE trials the study must reach: the rerun always has some to run
     missing = target - complete
-    assert missing > 0
     # The rerun: two workers again, sharing what is missing.
     with ThreadPoolExecutor(2) as pool:
         reruns = list(pool.map(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from concurrent.futures.process import BrokenProcessPool
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ class OptunaSweeperImpl:
         # a multi-line InstantiationException instead of reaching the user as one sentence.
         self._validate()
         self.config = config
+        self.hydra_context = hydra_context
         self.launcher = Plugins.instance().instantiate_launcher(
             config=config, hydra_context=hydra_context, task_function=task_function
         )
@@ -139,8 +141,23 @@ class OptunaSweeperImpl:
         try:
             overrides = self._job_overrides(trials, space)
             with heartbeat.beating(trials):
-                returns = self.launcher.launch(overrides, initial_job_idx=trials[0].number)  # type: ignore[union-attr]
+                try:
+                    returns = self.launcher.launch(overrides, initial_job_idx=trials[0].number)  # type: ignore[union-attr]
+                except BrokenProcessPool as err:
+                    # A launcher's worker process died (killed, out of memory): its batch is lost, not the
+                    # sweep. The runs it left open are closed FAILED as the sweep ends (sweep_orphans).
+                    reason = f"a launcher worker process died ({type(err).__name__}: killed, or out of memory?)"
+                    log.warning("Trials %s failed: %s; the sweep goes on.", ", ".join(str(t.number) for t in trials),
+                                reason)
+                    self._report_lost_jobs(overrides, trials[0].number, err)
+                    returns = [None] * len(trials)
             for trial, ret in zip(trials, returns):
+                if ret is None:
+                    trial.set_user_attr("fail_reason", reason)
+                    study.tell(trial, state=TrialState.FAIL)
+                    told.add(trial.number)
+                    counts["failed"] += 1
+                    continue
                 outcome = self._outcome(trial, ret)
                 if outcome.reason:
                     trial.set_user_attr("fail_reason", outcome.reason)
@@ -183,6 +200,20 @@ class OptunaSweeperImpl:
             + [f"++{OVERRIDE_KEY}.trial_number={t.number}"]
             for t in trials
         ]
+
+    def _report_lost_jobs(self, overrides: list[list[str]], first: int, err: BaseException) -> None:
+        """Hydra's `on_job_end` callbacks for jobs whose worker died, as their launcher would have called
+        them: the sweep's parent run then counts them as failed jobs."""
+        from omegaconf import open_dict
+
+        assert self.config is not None
+        for num, job_overrides in enumerate(overrides, start=first):
+            sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(job_overrides))
+            with open_dict(sweep_config):
+                sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{num}"
+                sweep_config.hydra.job.num = num
+            lost = JobReturn(overrides=list(job_overrides), status=JobStatus.FAILED, _return_value=err)
+            self.hydra_context.callbacks.on_job_end(config=sweep_config, job_return=lost)
 
     def _outcome(self, trial: Trial, ret: JobReturn) -> Outcome:
         if ret.status != JobStatus.COMPLETED:
