@@ -13,6 +13,7 @@ initial weights, data order and dropout draws; its optimizer options are its par
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -61,6 +62,7 @@ class Population:
         self.members: list[_Member | None] = [None] * size
         self.memory_bytes = memory_bytes
         self.datamodule: Any = None
+        self.plots: Any = None  # a `plot_worker.PlotWorker` drawing the members' learning curves, or None
 
     # -- per job, in its Hydra context ------------------------------------------------------------
     def open(self, index: int, cfg: DictConfig) -> None:
@@ -114,7 +116,11 @@ class Population:
     def train(self) -> None:
         """Fit every opened member, in as many chunks as memory asks for; a failure of a chunk's fit
         becomes each of its members' error."""
+        from experiments.plot_worker import plot_worker_for
+
         opened = [m for m in self.members if m is not None]
+        # Started now, its imports overlap training; it draws while the runs are closed one by one.
+        self.plots = plot_worker_for(sum(_plots_curve(m) for m in opened))
         chunks = self._chunks(opened)
         if len(chunks) > 1:
             print(f"{len(opened)} runs of one shape: more than fits in memory at once, trained as "
@@ -133,6 +139,21 @@ class Population:
             except BaseException as err:  # noqa: BLE001 - every member of the chunk ends with it
                 for member in chunk:
                     member.error = err
+        if self.plots is not None:
+            from experiments.models.tasks import main_metric
+
+            metric = main_metric(self.datamodule.task)
+            for member in opened:
+                state = member.state
+                if _plots_curve(member) and member.error is None and state.failure is None and state.pruned is None:
+                    filename = str(member.cfg.callbacks.learning_curve.get("filename", "learning_curve.png"))
+                    self.plots.submit(id(member), _curve_series(state.history, metric), metric, filename)
+
+    def release(self) -> None:
+        """Stop the plotting worker, once every member is closed."""
+        if self.plots is not None:
+            self.plots.close()
+            self.plots = None
 
     def _chunks(self, opened: list[_Member]) -> list[list[_Member]]:
         from experiments.sizing import available_memory_bytes, member_memory_bytes
@@ -240,7 +261,8 @@ class Population:
             logger.log_metrics({**member.tested, **stopping}, step=0)
             main = main_metric(self.datamodule.task)
             if cfg.callbacks.get("learning_curve") is not None:
-                _log_learning_curve(logger, state.history, main, cfg.callbacks.learning_curve)
+                drawn = self.plots.path(id(member)) if self.plots is not None else None
+                _log_learning_curve(logger, state.history, main, cfg.callbacks.learning_curve, drawn)
             if _logs_model(cfg.logger.get("log_model", True), member.is_best):
                 from experiments.tracking.pyfunc_model import TabularModel
 
@@ -303,22 +325,37 @@ def _early_stopping_summary(settings: Any, state: Any, last_epoch: int) -> dict[
             "early_stopping/restored": 1.0}
 
 
-def _log_learning_curve(logger: Any, history: dict[int, dict[str, float]], metric: str, node: Any) -> None:
-    import shutil
-    import tempfile
-    from pathlib import Path
+def _plots_curve(member: _Member) -> bool:
+    return member.logger is not None and member.cfg.callbacks.get("learning_curve") is not None
 
-    from experiments.callbacks.learning_curve import plot_learning_curve
 
+def _curve_series(history: dict[int, dict[str, float]], metric: str) -> dict[str, dict[int, float]]:
+    """The plot's lines (train and val loss and main metric) from a member's per-epoch history."""
     series: dict[str, dict[int, float]] = {}
     for epoch, values in history.items():
         for key in ("train/loss", "val/loss", f"train/{metric}", f"val/{metric}"):
             if key in values:
                 series.setdefault(key, {})[epoch] = values[key]
+    return series
+
+
+def _log_learning_curve(logger: Any, history: dict[int, dict[str, float]], metric: str, node: Any,
+                        drawn: Path | None = None) -> None:
+    """Log the member's learning curve: `drawn` by the plotting worker, or drawn here."""
+    import shutil
+    import tempfile
+
+    from experiments.report.learning_curve import plot_learning_curve
+
+    artifact_path = str(node.get("artifact_path", "plots"))
+    if drawn is not None:
+        logger.experiment.log_artifact(logger.run_id, str(drawn), artifact_path)
+        return
     folder = Path(tempfile.mkdtemp(prefix="learning-curve-"))
     try:
-        path = plot_learning_curve(series, metric, folder / str(node.get("filename", "learning_curve.png")))
-        logger.experiment.log_artifact(logger.run_id, str(path), str(node.get("artifact_path", "plots")))
+        path = plot_learning_curve(_curve_series(history, metric),
+                                   metric, folder / str(node.get("filename", "learning_curve.png")))
+        logger.experiment.log_artifact(logger.run_id, str(path), artifact_path)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

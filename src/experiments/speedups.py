@@ -11,6 +11,8 @@ upgrade can make a run slower but never wrong.
 - `fast_exit`: the process leaves without the interpreter's module teardown (private `threading` hook).
 - `sweep_config_cache`: the population launcher composes each job's config once, not twice (Hydra's
   sweeper composes every job of a batch to check it, then the launcher composes it again to run it).
+- `plot_worker`: a population's learning curves are drawn in a worker process while its runs are closed
+  (`plot_worker.py`; public `concurrent.futures`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 SWITCH_ENV = "EXPERIMENTS_NO_SPEEDUPS"
-NAMES = ("gc_pause", "requirements_map", "fast_exit", "sweep_config_cache")
+NAMES = ("gc_pause", "requirements_map", "fast_exit", "sweep_config_cache", "plot_worker")
 # The fast exit's older switch, kept working: EXPERIMENTS_NORMAL_EXIT=1.
 NORMAL_EXIT_ENV = "EXPERIMENTS_NORMAL_EXIT"
 

@@ -10,6 +10,8 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.loggers import MLFlowLogger
 
+from experiments.report.learning_curve import plot_learning_curve
+
 
 class LearningCurvePlot(pl.Callback):
     """Records the epoch-end `train/*` and `val/*` values and draws them when training ends.
@@ -65,30 +67,3 @@ class LearningCurvePlot(pl.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = {k: {int(e): float(x) for e, x in v.items()} for k, v in state_dict.get("history", {}).items()}
-
-
-def plot_learning_curve(history: dict[str, dict[int, float]], metric: str, path: Path) -> Path:
-    """Two panels, loss and `metric`, each with the train and val line per epoch."""
-    # A bare Figure on the Agg canvas with fixed margins: no pyplot state, and no `tight_layout`,
-    # which draws the whole figure once more just to measure it (a third of the plot's time).
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(9, 3.4), dpi=100)
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 2)
-    fig.subplots_adjust(left=0.075, right=0.985, bottom=0.15, top=0.86, wspace=0.25)
-    for ax, name in zip(axes, ("loss", metric)):
-        for split in ("train", "val"):
-            series = history.get(f"{split}/{name}", {})
-            if series:
-                epochs = sorted(series)
-                ax.plot(epochs, [series[e] for e in epochs], label=split, marker="." if len(epochs) < 30 else None)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(name)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle("learning curve (train split measured in eval mode)", fontsize=10)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path

@@ -81,28 +81,31 @@ class PopulationLauncher(Launcher):
         from experiments.population import Population
 
         population = Population(len(sweep_configs), self.memory_bytes)
-        results = [JobReturn() for _ in sweep_configs]
-        opened: list[int] = []
-        for i, sweep_config in enumerate(sweep_configs):
-            with self._job(sweep_config, results[i], start=True) as task_cfg:
-                try:
-                    population.open(i, task_cfg)
-                    opened.append(i)
-                except Exception as err:  # noqa: BLE001 - the job fails; the sweeper is told
-                    _failed(results[i], err)
-        if len(opened):
-            population.train()
-        for i, sweep_config in enumerate(sweep_configs):
-            if i not in opened:
+        try:
+            results = [JobReturn() for _ in sweep_configs]
+            opened: list[int] = []
+            for i, sweep_config in enumerate(sweep_configs):
+                with self._job(sweep_config, results[i], start=True) as task_cfg:
+                    try:
+                        population.open(i, task_cfg)
+                        opened.append(i)
+                    except Exception as err:  # noqa: BLE001 - the job fails; the sweeper is told
+                        _failed(results[i], err)
+            if len(opened):
+                population.train()
+            for i, sweep_config in enumerate(sweep_configs):
+                if i not in opened:
+                    with self._job(sweep_config, results[i], start=False):
+                        pass
+                    continue
                 with self._job(sweep_config, results[i], start=False):
-                    pass
-                continue
-            with self._job(sweep_config, results[i], start=False):
-                try:
-                    results[i].return_value = population.close(i)
-                    results[i].status = JobStatus.COMPLETED
-                except Exception as err:  # noqa: BLE001
-                    _failed(results[i], err)
+                    try:
+                        results[i].return_value = population.close(i)
+                        results[i].status = JobStatus.COMPLETED
+                    except Exception as err:  # noqa: BLE001
+                        _failed(results[i], err)
+        finally:
+            population.release()
         return results
 
     @contextmanager

@@ -1,0 +1,52 @@
+"""A population's learning-curve PNGs drawn in a worker process while the main process records the
+members' runs: drawing is CPU work, and closing a population's runs one after another leaves a second
+core idle. Off with `EXPERIMENTS_NO_SPEEDUPS=plot_worker`; not used on one core or for few members."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import tempfile
+from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+
+from experiments.report.learning_curve import plot_learning_curve
+
+MIN_MEMBERS = 4  # below this the worker's start-up (~0.5 s of imports) costs more than it saves
+
+
+class PlotWorker:
+    """`submit` a member's plot after training; `path` gives its PNG, drawn here if the worker failed."""
+
+    def __init__(self) -> None:
+        # spawn: a fork of a process holding torch's thread pools is unsafe; the child imports matplotlib only.
+        self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        self._folder = Path(tempfile.mkdtemp(prefix="learning-curves-"))
+        self._jobs: dict[int, tuple[Future, dict[str, dict[int, float]], str, Path]] = {}
+
+    def submit(self, key: int, history: dict[str, dict[int, float]], metric: str, filename: str) -> None:
+        path = self._folder / str(key) / filename
+        self._jobs[key] = (self._pool.submit(plot_learning_curve, history, metric, path), history, metric, path)
+
+    def path(self, key: int) -> Path | None:
+        """The member's PNG (None when it was not submitted)."""
+        if key not in self._jobs:
+            return None
+        future, history, metric, path = self._jobs[key]
+        try:
+            return future.result()
+        except Exception:  # noqa: BLE001 - a worker that died or failed: the plot is drawn here instead
+            return plot_learning_curve(history, metric, path)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        shutil.rmtree(self._folder, ignore_errors=True)
+
+
+def plot_worker_for(members: int) -> PlotWorker | None:
+    from experiments.speedups import enabled
+
+    if not enabled("plot_worker") or members < MIN_MEMBERS or (os.cpu_count() or 1) < 2:
+        return None
+    return PlotWorker()
