@@ -11,7 +11,7 @@ import tempfile
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
-from experiments.report.learning_curve import plot_learning_curve
+from experiments.learning_curve_plot import plot_learning_curve
 
 MIN_MEMBERS = 4  # below this the worker's start-up (~0.5 s of imports) costs more than it saves
 

@@ -345,7 +345,7 @@ def _log_learning_curve(logger: Any, history: dict[int, dict[str, float]], metri
     import shutil
     import tempfile
 
-    from experiments.report.learning_curve import plot_learning_curve
+    from experiments.learning_curve_plot import plot_learning_curve
 
     artifact_path = str(node.get("artifact_path", "plots"))
     if drawn is not None:

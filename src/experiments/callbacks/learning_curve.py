@@ -10,7 +10,7 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.loggers import MLFlowLogger
 
-from experiments.report.learning_curve import plot_learning_curve
+from experiments.learning_curve_plot import plot_learning_curve
 
 
 class LearningCurvePlot(pl.Callback):
