@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import platform
 import subprocess
 import sys
@@ -31,6 +32,11 @@ def git_state(root: Path) -> dict[str, str]:
 
 
 def package_versions() -> dict[str, str]:
+    return dict(_installed_versions())
+
+
+@functools.cache  # what is installed does not change under a running process; a sweep asks once per run
+def _installed_versions() -> dict[str, str]:
     versions = {}
     for name in PACKAGES:
         try:

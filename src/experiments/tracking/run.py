@@ -42,10 +42,9 @@ def log_run_metadata(logger: EpochMLFlowLogger, cfg: DictConfig, derived: dict[s
     resolved = OmegaConf.to_container(cfg, resolve=True)
     params = flatten_params(resolved, skip=("logger.run_id",))  # type: ignore[arg-type]
     params.update({key: str(value) for key, value in derived.items()})
-    existing = client.get_run(run_id).data.params  # a resumed run already has them; MLflow refuses changes
+    # A run named by `logger.run_id` may already hold them (MLflow refuses changes); a new run holds none.
+    existing = client.get_run(run_id).data.params if cfg.logger.get("run_id") else {}
     entries = [Param(k, v) for k, v in params.items() if k not in existing]
-    for start in range(0, len(entries), 100):
-        client.log_batch(run_id, params=entries[start : start + 100])
 
     git = git_state(project_root())
     tags = {
@@ -56,7 +55,11 @@ def log_run_metadata(logger: EpochMLFlowLogger, cfg: DictConfig, derived: dict[s
         "overrides": " ".join(overrides),
         **extra_tags,
     }
-    client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+    # The tags ride with the first 100 params (MLflow's per-call limit): one store write fewer per run.
+    batches = [entries[start : start + 100] for start in range(0, len(entries), 100)] or [[]]
+    client.log_batch(run_id, params=batches[0], tags=[RunTag(k, str(v)) for k, v in tags.items()])
+    for batch in batches[1:]:
+        client.log_batch(run_id, params=batch)
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
