@@ -31,6 +31,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from experiments.tracking.server import describe_tracking_error
 from experiments.tracking.sweep_description import (
     SweepConfigError,
     objective_mode,
@@ -41,7 +42,6 @@ from experiments.tracking.sweep_description import (
 )
 from experiments.tracking.sweep_job import SweepLink, objective_names, read_job_records, record_job
 from experiments.tracking.sweep_orphans import close_orphaned_children
-from experiments.tracking.server import describe_tracking_error
 from experiments.tracking.sweep_points import INVOCATION_TAG, NAME_TAG, PARENT_TAG, ROLE_TAG, SWEEP_TAG
 from hydra_plugins.experiments_optuna_sweeper.jobs import job_failure
 
@@ -84,8 +84,8 @@ class SweepParentCallback(Callback):
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
         except Exception as err:  # noqa: BLE001 — any tracking failure stops the sweep with its reason
-            print(f"error: could not open the sweep's MLflow parent run ({describe_tracking_error(err)}); check logger.tracking_uri and, "
-                  "for a server, that it is up.", file=sys.stderr)
+            print(f"error: could not open the sweep's MLflow parent run ({describe_tracking_error(err)}); check "
+                  "logger.tracking_uri and, for a server, that it is up.", file=sys.stderr)
             sys.exit(1)
         self._invocation = invocation
         atexit.register(self._close_stopped_sweep)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import math
-from concurrent.futures.process import BrokenProcessPool
 import os
 from collections.abc import Sequence
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,7 +142,8 @@ class OptunaSweeperImpl:
             overrides = self._job_overrides(trials, space)
             with heartbeat.beating(trials):
                 try:
-                    returns = self.launcher.launch(overrides, initial_job_idx=trials[0].number)  # type: ignore[union-attr]
+                    launcher: Any = self.launcher
+                    returns = launcher.launch(overrides, initial_job_idx=trials[0].number)
                 except BrokenProcessPool as err:
                     # A launcher's worker process died (killed, out of memory): its batch is lost, not the
                     # sweep. The runs it left open are closed FAILED as the sweep ends (sweep_orphans).
