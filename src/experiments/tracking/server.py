@@ -10,8 +10,8 @@ import re
 from experiments.errors import ReportedError
 
 # MLflow's own settings, read at each request. Its defaults (7 retries, backoff factor 2, 120 s per
-# request) keep one write waiting about four minutes; these give up after 3 retries 0, 2 and 4 s apart
-# (about 7 s when the server refuses connections, at most ~45 s when it hangs). A user's values win.
+# request) keep one write waiting for minutes; these give up after 3 retries 0, 2 and 4 s apart, each
+# request waiting at most 10 s (docs/sweeps.md says how long that is in practice). A user's values win.
 SERVER_WAITS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
