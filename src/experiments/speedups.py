@@ -11,6 +11,9 @@ upgrade can make a run slower but never wrong.
 - `fast_exit`: the process leaves without the interpreter's module teardown (private `threading` hook).
 - `sweep_config_cache`: the population launcher composes each job's config once, not twice (Hydra's
   sweeper composes every job of a batch to check it, then the launcher composes it again to run it).
+- `compose_template`: a sweep job that differs from an earlier one only in values of existing keys is
+  that job's composed config with its own values set, not a new run of Hydra's defaults tree (Hydra's
+  private `get_overrides_dirname`).
 - `plot_worker`: a population's learning curves are drawn in a worker process while its runs are closed
   (`plot_worker.py`; public `concurrent.futures`).
 """
@@ -24,7 +27,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 SWITCH_ENV = "EXPERIMENTS_NO_SPEEDUPS"
-NAMES = ("gc_pause", "requirements_map", "fast_exit", "sweep_config_cache", "plot_worker")
+NAMES = ("gc_pause", "requirements_map", "fast_exit", "sweep_config_cache", "compose_template", "plot_worker")
 # The fast exit's older switch, kept working: EXPERIMENTS_NORMAL_EXIT=1.
 NORMAL_EXIT_ENV = "EXPERIMENTS_NORMAL_EXIT"
 
@@ -127,29 +130,117 @@ def exit_fast(code: int) -> None:
     os._exit(code)
 
 
-# --- sweep_config_cache -------------------------------------------------------------------------------
+# --- sweep_config_cache, compose_template -------------------------------------------------------------
 # A sweep composes each job's config twice: `Sweeper.validate_batch_is_legal` composes the whole batch
-# (and only reads it), then the launcher composes each job again. Measured on Hydra 1.3.
+# (and only reads it), then the launcher composes each job again. And each composition runs Hydra's
+# whole defaults tree (YAML files, merges), though a sweep's jobs mostly differ only in values of keys
+# the config already has. Measured on Hydra 1.3.
 
 
 def cache_sweep_configs(config_loader: object) -> None:
     """Hand the launcher the config the sweeper composed (and only read) for the same job's overrides,
-    instead of composing it again. The method is replaced on this loader object only (one sweep's), not
-    on Hydra's class; a job's config is handed out once, so every later composition is a fresh one."""
-    if not enabled("sweep_config_cache") or _version_of("hydra-core")[:2] != (1, 3):
+    instead of composing it again (`sweep_config_cache`); compose a job that differs from an earlier one
+    only in values by setting them on a copy of that one's config (`compose_template`). The method is
+    replaced on this loader object only (one sweep's), not on Hydra's class; a job's config is handed out
+    once, so every later composition is a fresh one."""
+    if _version_of("hydra-core")[:2] != (1, 3):
         return
     compose = getattr(config_loader, "load_sweep_config", None)
     if compose is None or getattr(compose, "cached_by_experiments", False):
         return
+    cache, template = enabled("sweep_config_cache"), enabled("compose_template")
+    if not (cache or template):
+        return
     composed: dict[tuple[int, tuple[str, ...]], object] = {}
+    templates = _Templates(config_loader) if template else None
 
     def load_sweep_config(master_config: object, sweep_overrides: list[str]) -> object:
         key = (id(master_config), tuple(sweep_overrides))
         if key in composed:
             return composed.pop(key)
-        config = compose(master_config, sweep_overrides)
-        composed[key] = config
+        config = templates.compose(master_config, sweep_overrides) if templates is not None else None
+        if config is None:
+            config = compose(master_config, sweep_overrides)
+            if templates is not None:
+                templates.keep(master_config, sweep_overrides, config)
+        if cache:
+            composed[key] = config
         return config
 
     load_sweep_config.cached_by_experiments = True  # type: ignore[attr-defined]
     config_loader.load_sweep_config = load_sweep_config  # type: ignore[attr-defined]
+
+
+class _Templates:
+    """Configs Hydra composed, by the shape of their overrides: the same group choices and other
+    overrides, and values for the same existing keys. A job of a known shape is that config with its
+    own values set as Hydra sets them (`OmegaConf.update(..., merge=True)`), its override list and
+    `override_dirname` its own; anything else (a config group, `+`/`++`/`~`, a dict value, a key set
+    twice, a key the config lacks) is composed by Hydra."""
+
+    def __init__(self, config_loader: object) -> None:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        self.parser = OverridesParser.create()
+        self.groups = set(config_loader.list_groups(""))  # type: ignore[attr-defined]
+        self.configs: dict[tuple[object, ...], object] = {}
+
+    def _shape(self, master_config: object, sweep_overrides: list[str]) -> tuple[tuple[object, ...], list, list] | None:
+        """The overrides' shape (what must match to share a template), the value overrides, all parsed."""
+        from hydra.core.override_parser.types import OverrideType
+
+        try:
+            parsed = self.parser.parse_overrides(list(sweep_overrides))
+        except Exception:  # noqa: BLE001 - Hydra's own composition reports it
+            return None
+        # Keys that get values (not group choices): each at most once, none inside another.
+        keys = [o.key_or_group for o in parsed if not self._is_group(o)]
+        if any(a == b or b.startswith(a + ".") for i, a in enumerate(keys) for j, b in enumerate(keys) if i != j):
+            return None
+        shape: list[object] = [id(master_config)]
+        values = []
+        for override in parsed:
+            if (override.type == OverrideType.CHANGE and not override.is_hydra_override()
+                    and not self._is_group(override) and not override.is_sweep_override()
+                    and not isinstance(override.value(), dict)):
+                shape.append(("value", override.key_or_group))
+                values.append(override)
+            else:
+                shape.append(("as is", override.input_line))
+        return tuple(shape), values, parsed
+
+    def _is_group(self, override: object) -> bool:
+        key = override.key_or_group  # type: ignore[attr-defined]
+        return override.package is not None or "/" in key or key in self.groups  # type: ignore[attr-defined]
+
+    def keep(self, master_config: object, sweep_overrides: list[str], config: object) -> None:
+        import copy
+
+        found = self._shape(master_config, sweep_overrides)
+        if found is not None and found[0] not in self.configs:
+            self.configs[found[0]] = copy.deepcopy(config)  # before the launcher sets the job's id and dirs
+
+    def compose(self, master_config: object, sweep_overrides: list[str]) -> object | None:
+        import copy
+
+        from hydra._internal.config_loader_impl import get_overrides_dirname
+        from omegaconf import OmegaConf
+
+        found = self._shape(master_config, sweep_overrides)
+        if found is None or found[0] not in self.configs:
+            return None
+        config = copy.deepcopy(self.configs[found[0]])
+        try:
+            for override in found[1]:
+                OmegaConf.update(config, override.key_or_group, override.value(), merge=True)
+        except Exception:  # noqa: BLE001 - Hydra's own composition says what is wrong
+            return None
+        task = [override for override in found[2] if not override.is_hydra_override()]
+        job = config.hydra.job  # type: ignore[attr-defined]
+        config.hydra.overrides.task = [override.input_line for override in task]  # type: ignore[attr-defined]
+        job.override_dirname = get_overrides_dirname(
+            overrides=task,
+            kv_sep=job.config.override_dirname.kv_sep, item_sep=job.config.override_dirname.item_sep,
+            exclude_keys=job.config.override_dirname.exclude_keys)
+        OmegaConf.copy_cache(from_config=master_config, to_config=config)
+        return config

@@ -99,3 +99,62 @@ def test_a_jobs_config_is_composed_once_for_the_sweeper_and_the_launcher(monkeyp
     cache_sweep_configs(loader)
     first = loader.load_sweep_config(master, ["optimizer.lr=0.1"])
     assert loader.load_sweep_config(master, ["optimizer.lr=0.1"]) is not first
+
+
+def test_a_job_composed_from_a_template_is_the_config_hydra_composes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Jobs that differ from an earlier job only in values get that job's config with their values set:
+    the whole config (the `hydra` node, override list and `override_dirname` included) must be what
+    Hydra composes for them, and anything else (group choices, `+`, `~`, hydra keys) composed by Hydra."""
+    from omegaconf import OmegaConf
+
+    from experiments.speedups import cache_sweep_configs
+
+    monkeypatch.setenv("EXPERIMENTS_NO_SPEEDUPS", "sweep_config_cache")  # every call composes or templates
+    loader, master = _sweep_loader()
+    hydra_compose = loader.load_sweep_config
+    calls: list[list[str]] = []
+
+    def counted(master_config: object, overrides: list[str]) -> object:
+        calls.append(list(overrides))
+        return hydra_compose(master_config, overrides)
+
+    loader.load_sweep_config = counted
+    cache_sweep_configs(loader)
+    jobs = [
+        ["optimizer.lr=0.1", "seed=1"], ["optimizer.lr=0.2", "seed=2"], ["optimizer.lr=0.3", "seed=3"],
+        ["model.hidden_dims=[4,4]", "model.activation=tanh"], ["model.hidden_dims=[3]", "model.activation=relu"],
+        ["optimizer=sgd", "optimizer.lr=0.1"], ["optimizer=sgd", "optimizer.lr=0.5"],
+        ["optimizer=adamw", "optimizer.lr=0.5"],
+        ["+trainer.extra=1"], ["+trainer.extra=2"], ["~optimizer.betas", "seed=4"], ["~optimizer.betas", "seed=5"],
+        ["hydra.job.chdir=false", "seed=6"], ["hydra.job.chdir=false", "seed=7"],
+        ["seed=8", "seed=9"], ["seed=10", "seed=11"], ["logger.run_id=null"], ["logger.run_id=abc"],
+    ]
+    for overrides in jobs:
+        made = loader.load_sweep_config(master, overrides)
+        fresh = hydra_compose(master, overrides)
+        assert OmegaConf.to_yaml(made) == OmegaConf.to_yaml(fresh), overrides
+        assert made.hydra.job.override_dirname == fresh.hydra.job.override_dirname
+    composed_by_hydra = [tuple(c) for c in calls]
+    # The second and third of a shape come from the first; group choices, +, ~ and repeated keys don't.
+    assert ("optimizer.lr=0.2", "seed=2") not in composed_by_hydra
+    assert ("model.hidden_dims=[3]", "model.activation=relu") not in composed_by_hydra
+    assert ("optimizer=sgd", "optimizer.lr=0.5") not in composed_by_hydra
+    assert ("hydra.job.chdir=false", "seed=7") not in composed_by_hydra
+    assert ("logger.run_id=abc",) not in composed_by_hydra
+    for composed in [("optimizer=adamw", "optimizer.lr=0.5"), ("+trainer.extra=2",), ("seed=10", "seed=11")]:
+        assert composed in composed_by_hydra
+    # A template is never handed out itself: changing a job's config leaves the next job's alone.
+    one = loader.load_sweep_config(master, ["optimizer.lr=0.7", "seed=1"])
+    one.optimizer.betas = [0.5, 0.5]
+    two = loader.load_sweep_config(master, ["optimizer.lr=0.8", "seed=1"])
+    assert list(two.optimizer.betas) != [0.5, 0.5]
+
+    monkeypatch.setenv("EXPERIMENTS_NO_SPEEDUPS", "sweep_config_cache,compose_template")
+    loader, master = _sweep_loader()
+    calls.clear()
+    hydra_compose = loader.load_sweep_config
+    loader.load_sweep_config = counted
+    cache_sweep_configs(loader)
+    loader.load_sweep_config(master, ["seed=1"])
+    loader.load_sweep_config(master, ["seed=2"])
+    assert calls == [["seed=1"], ["seed=2"]]

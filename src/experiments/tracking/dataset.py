@@ -39,9 +39,23 @@ def schema_sample(frame: Any) -> Any:
 
 
 def log_dataset_input(client: Any, run_id: str, datamodule: Any, options: dict[str, Any]) -> None:
+    client.log_inputs(run_id, datasets=[_dataset_input(datamodule, options)])
+
+
+# The entry is the same for every run on the same table and options (a population's members, a sweep's
+# jobs in one process): built once, as MLflow's profile and schema of a table take a while.
+_INPUTS: dict[tuple[str, ...], Any] = {}
+
+
+def _dataset_input(datamodule: Any, options: dict[str, Any]) -> Any:
     import mlflow.data
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
+    sizes = datamodule.arrays.sizes
+    key = (datamodule.fingerprint, datamodule.dataset_name, str(datamodule.target.name),
+           json.dumps(options, sort_keys=True, default=str), json.dumps(sizes, sort_keys=True))
+    if key in _INPUTS:
+        return _INPUTS[key]
     frame = datamodule.frame
     with warnings.catch_warnings():  # "source can be interpreted in multiple ways": both are the same file
         warnings.simplefilter("ignore")  # and MLflow's hint about integer columns
@@ -56,5 +70,7 @@ def log_dataset_input(client: Any, run_id: str, datamodule: Any, options: dict[s
     config["profile"] = json.dumps({"num_rows": len(frame), "num_elements": int(frame.size)})
     entity = Dataset(**config)
     tags = [InputTag("mlflow.data.context", "training")]
-    tags += [InputTag(f"split.{name}", str(size)) for name, size in datamodule.arrays.sizes.items()]
-    client.log_inputs(run_id, datasets=[DatasetInput(entity, tags=tags)])
+    tags += [InputTag(f"split.{name}", str(size)) for name, size in sizes.items()]
+    _INPUTS.clear()  # one table at a time: a sweep over several tables keeps none of the others
+    _INPUTS[key] = DatasetInput(entity, tags=tags)
+    return _INPUTS[key]
