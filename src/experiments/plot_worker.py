@@ -14,12 +14,15 @@ from pathlib import Path
 from experiments.learning_curve_plot import plot_learning_curve
 
 MIN_MEMBERS = 4  # below this the worker's start-up (~0.5 s of imports) costs more than it saves
+WAIT_S = 60.0  # a plot not drawn by then (a hung worker) is drawn here, and so is every later one
 
 
 class PlotWorker:
     """`submit` a member's plot after training; `path` gives its PNG, drawn here if the worker failed."""
 
-    def __init__(self) -> None:
+    def __init__(self, wait_s: float = WAIT_S) -> None:
+        self.wait_s = wait_s
+        self._stuck = False
         # spawn: a fork of a process holding torch's thread pools is unsafe; the child imports matplotlib only.
         self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
         self._folder = Path(tempfile.mkdtemp(prefix="learning-curves-"))
@@ -34,13 +37,20 @@ class PlotWorker:
         if key not in self._jobs:
             return None
         future, history, metric, path = self._jobs[key]
-        try:
-            return future.result()
-        except Exception:  # noqa: BLE001 - a worker that died or failed: the plot is drawn here instead
-            return plot_learning_curve(history, metric, path)
+        if not self._stuck:
+            try:
+                return future.result(timeout=self.wait_s)
+            except TimeoutError:
+                self._stuck = True
+            except Exception:  # noqa: BLE001, S110 - a worker that died or failed: the plot is drawn here instead
+                pass
+        return plot_learning_curve(history, metric, path)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._stuck:  # a hung worker would hold the shutdown (and the interpreter's exit) for ever
+            for process in list((getattr(self._pool, "_processes", None) or {}).values()):
+                process.kill()
+        self._pool.shutdown(wait=not self._stuck, cancel_futures=True)
         shutil.rmtree(self._folder, ignore_errors=True)
 
 

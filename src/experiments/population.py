@@ -7,7 +7,7 @@ for each group of two or more: `Population.open(i, cfg)` for every job inside th
 what ended the member (a non-finite loss, pruning), as `train` does for a run alone.
 
 A member trains as the same config would alone (see `models/population_module.py`): its seed sets its
-initial weights, data order and dropout draws; its optimizer options are its parameter group.
+initial weights, data order and dropout draws; its optimizer options are those of its parameter group.
 """
 
 from __future__ import annotations

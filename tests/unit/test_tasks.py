@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from experiments.models.epoch_metrics import EpochOutputs, binary_scores
-from experiments.models.tasks import predict, task_loss
+from experiments.models.tasks import member_task_losses, predict, task_loss
 
 
 def test_binary_loss_is_bce_on_sigmoid_of_the_logit() -> None:
@@ -119,3 +119,23 @@ def test_the_model_options_the_config_check_allows_are_the_builders_keywords() -
 
     keywords = list(inspect.signature(build_mlp).parameters)[2:]  # after input_dim and output_dim
     assert set(choices.MODEL_KEYS) == {"_target_", "_partial_", "input_dim", *keywords}
+
+
+def test_members_losses_at_once_are_each_members_own_loss() -> None:
+    """A population's K losses in one call equal `task_loss` per member (the loss a run alone computes),
+    with each member's own label smoothing; where that cannot hold, it declines (None)."""
+    generator = torch.Generator().manual_seed(0)
+    output = torch.randn(3, 32, 1, generator=generator)
+    labels = torch.randint(0, 2, (3, 32), generator=generator)
+    smoothing = [0.0, 0.1, 0.0]
+    together = member_task_losses(output, labels, "binary", smoothing)
+    assert together is not None
+    for m in range(3):
+        assert torch.equal(together[m], task_loss(output[m], labels[m], "binary", smoothing[m]))
+    values = torch.randn(3, 32, generator=generator)
+    together = member_task_losses(output, values, "regression", [0.0] * 3)
+    assert together is not None
+    for m in range(3):
+        assert torch.equal(together[m], task_loss(output[m], values[m], "regression"))
+    assert member_task_losses(torch.randn(3, 32, 4), labels, "multiclass", [0.0] * 3) is None
+    assert member_task_losses(output, labels, "binary", [0.0] * 3, torch.tensor([1.0, 2.0])) is None

@@ -6,12 +6,23 @@ from typing import Any
 
 import lightning.pytorch as pl
 
+# The longest a member's epoch values wait in memory before they are written to its run while training.
+MOST_WAIT_S = 30.0
+
 
 class MemberRecords(pl.Callback):
     """After each validation, every member's new epoch values go to its own MLflow logger (buffered, as
-    a run alone's are) and, in an Optuna sweep, its monitor to its trial, whose pruner may stop it."""
+    a run alone's are) and, in an Optuna sweep, its monitor to its trial, whose pruner may stop it.
+
+    A run alone writes its buffer every `flush_every_s`; K members doing so would write K times as often,
+    each write as dear as one of a run alone, and spend much of a small population's training writing.
+    So a member waits K times as long (at most `MOST_WAIT_S`): the population writes about as often as
+    one run, and every member's values are still all written as its run closes."""
 
     def __init__(self, loggers: list[Any], trial_links: list[dict[str, Any] | None], monitor: str) -> None:
+        for logger in loggers:
+            if logger is not None:
+                logger.flush_every_s = max(logger.flush_every_s, min(logger.flush_every_s * len(loggers), MOST_WAIT_S))
         self.loggers = loggers
         self.trial_links = trial_links
         self.monitor = monitor

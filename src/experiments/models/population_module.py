@@ -1,8 +1,8 @@
 """The LightningModule of a population: K members trained together, each as if trained alone.
 
 Automatic optimization, one optimizer step per `training_step`: the step's loss is the sum of the
-members' losses, so each member's gradient is its own loss's gradient. The optimizer holds one parameter
-group per member (its lr, betas, momentum, weight decay …). A member that stops — early stopping, the
+members' losses, so each member's gradient is its own loss's gradient. The optimizer's parameter groups
+carry the members' options (lr, betas, momentum, weight decay …): members with the same options share one. A member that stops — early stopping, the
 loss threshold, a non-finite loss — is frozen: its loss leaves the sum, its parameters get no gradient,
 and the optimizer skips them. Its best weights (by the monitor, as the single run's checkpoint keeps
 them) are kept in memory for testing and logging.
@@ -10,6 +10,7 @@ them) are kept in memory for testing and logging.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +23,7 @@ from experiments.models.epoch_metrics import EpochOutputs
 from experiments.models.optim import fused_option, optimizer_class, scheduler_config
 from experiments.models.population_net import PopulationNet
 from experiments.models.regularization import apply_max_norm, weight_penalty
-from experiments.models.tasks import main_metric, task_loss
+from experiments.models.tasks import main_metric, member_task_losses, task_loss
 
 
 @dataclass
@@ -91,13 +92,18 @@ class PopulationModule(pl.LightningModule):
         self.test_scores: list[dict[str, float]] = [{} for _ in members]
 
     def _member_losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Each member's loss, as its run alone computes it: the task's loss, plus its L1/L2 penalty."""
         output = self.net(x)
-        losses = []
-        for m, settings in enumerate(self.settings):
-            loss = task_loss(output[m], y[m], self.task, settings.label_smoothing, self.class_weights)
-            penalty = weight_penalty(self.net.members[m], settings.l1, settings.l2)
-            losses.append(loss if penalty is None else loss + penalty)
-        return torch.stack(losses)
+        losses = member_task_losses(output, y, self.task, [s.label_smoothing for s in self.settings],
+                                    self.class_weights)
+        if losses is None:
+            losses = torch.stack([task_loss(output[m], y[m], self.task, settings.label_smoothing, self.class_weights)
+                                  for m, settings in enumerate(self.settings)])
+        penalties = [weight_penalty(self.net.members[m], s.l1, s.l2) for m, s in enumerate(self.settings)]
+        if any(penalty is not None for penalty in penalties):
+            zero = losses.new_zeros(())
+            losses = losses + torch.stack([zero if penalty is None else penalty for penalty in penalties])
+        return losses
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
@@ -232,8 +238,14 @@ class PopulationModule(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         cls = optimizer_class(self.optimizer_target)
-        groups = [{"params": list(self.net.members[m].parameters()), **settings.optimizer}
-                  for m, settings in enumerate(self.settings)]
+        # One group per distinct set of options, holding the parameters of every member that has it: the
+        # update is elementwise, so a member's steps are those of a group of its own, in fewer calls.
+        by_options: dict[str, dict[str, Any]] = {}
+        for m, settings in enumerate(self.settings):
+            key = json.dumps(settings.optimizer, sort_keys=True, default=repr)
+            group = by_options.setdefault(key, {"params": [], **settings.optimizer})
+            group["params"] += list(self.net.members[m].parameters())
+        groups = list(by_options.values())
         params = list(self.net.parameters())
         # The first member's options are the defaults; every group sets its own anyway.
         optimizer = cls(groups, **self.settings[0].optimizer, **fused_option(cls, self.fused, params))

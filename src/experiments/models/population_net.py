@@ -3,8 +3,7 @@
 Each member is an ordinary `build_mlp` network, built under its own seed, so its initial weights are
 those a run trained alone starts from, and it is logged afterwards as that run's model. The forward
 pass stacks the members' weights layer by layer (`torch.stack` keeps the gradient path to each
-member's own parameters, which the optimizer holds as one parameter group per member) and runs one
-batched matmul (`baddbmm`) per layer instead of K small ones.
+member's own parameters) and runs one batched matmul (`baddbmm`) per layer instead of K small ones.
 
 Randomness a run draws while training (input noise, dropout masks) comes from one generator per member,
 started from the state the global generator of a run trained alone has after building its network, and

@@ -29,6 +29,24 @@ def task_loss(output: torch.Tensor, target: torch.Tensor, task: str, label_smoot
     return F.mse_loss(output.squeeze(-1), target.to(output.dtype))
 
 
+def member_task_losses(output: torch.Tensor, target: torch.Tensor, task: str, label_smoothing: list[float],
+                       class_weights: torch.Tensor | None = None) -> torch.Tensor | None:
+    """`task_loss` of K members at once: `output` [K, B, out], `target` [K, B] → [K], each member's
+    loss computed elementwise as `task_loss` computes it and averaged over its own batch. None where
+    that does not hold (class weights, or cross-entropy, whose smoothing is one number a call)."""
+    if class_weights is not None or task == "multiclass":
+        return None
+    if task == "binary":
+        target = target.to(output.dtype)
+        if any(label_smoothing):
+            smoothing = torch.tensor(label_smoothing, device=output.device, dtype=output.dtype).unsqueeze(1)
+            target = target * (1 - smoothing) + 0.5 * smoothing  # unchanged where a member's is 0
+        losses = F.binary_cross_entropy_with_logits(output.squeeze(-1), target, reduction="none")
+    else:
+        losses = F.mse_loss(output.squeeze(-1), target.to(output.dtype), reduction="none")
+    return losses.mean(dim=1)
+
+
 def predict(output: torch.Tensor, task: str) -> torch.Tensor:
     """Probabilities for classification (P(class 1) for binary), values for regression."""
     if task == "binary":

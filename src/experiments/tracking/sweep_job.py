@@ -26,7 +26,9 @@ from experiments.tracking.sweep_points import (
     PID_TAG,
     POINT_TAG,
     ROLE_TAG,
+    STUDY_NAME_TAG,
     SWEEP_TAG,
+    TRIAL_TAG,
     point_of,
 )
 
@@ -111,6 +113,9 @@ def join_sweep_parent(cfg: DictConfig) -> dict[str, str]:
         tags.update({INVOCATION_TAG: link.invocation, HOST_TAG: str(link.host), PID_TAG: str(link.pid)})
     if link.sweep_name:
         tags[NAME_TAG] = link.sweep_name
+    trial = cfg.get("optuna") or {}
+    if trial.get("trial_number") is not None:
+        tags.update({TRIAL_TAG: str(trial["trial_number"]), STUDY_NAME_TAG: str(trial.get("study_name"))})
     return tags
 
 

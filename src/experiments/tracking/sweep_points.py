@@ -18,6 +18,10 @@ INVOCATION_TAG = "sweep.invocation"
 HOST_TAG = "sweep.host"
 PID_TAG = "sweep.pid"
 FAILURE_REASON_TAG = "failure_reason"  # why a run ended FAILED or KILLED
+# An Optuna trial's number and study, tagged as its run is created: a run whose job dies before its
+# params are written still names its trial.
+TRIAL_TAG = "optuna.trial_number"
+STUDY_NAME_TAG = "optuna.study_name"
 
 # Overrides that do not change what a job trains: launcher/sweeper settings, the Optuna trial link
 # and the sweep's own switches. Leaving them out keeps a point's identity when a sweep is extended.
