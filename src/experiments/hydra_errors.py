@@ -77,6 +77,9 @@ def user_mistake(err: BaseException) -> str | None:
         return f"{err.strerror}: {err.filename!r}; paths.output_dir=… sets a writable folder for the runs."
     if isinstance(err, CompactHydraException) and not isinstance(err, ConfigCompositionException):
         return " ".join(str(err).split())  # Hydra's mark for "the message alone says it"
+    if isinstance(err, ConfigCompositionException) and isinstance(cause, OmegaConfBaseException):
+        # "Error merging override k=v" says which override; the cause says what is wrong with it.
+        return f"{_first_line(err).rstrip('.')} ({_first_line(cause).rstrip('.')}). Check the key=value overrides."
     if isinstance(err, OmegaConfBaseException) and getattr(err, "full_key", None):
         return f"{err.full_key}: {_sentence(_first_line(err))} Check the key=value overrides."
     if isinstance(err, ConfigCompositionException | OmegaConfBaseException):

@@ -97,3 +97,35 @@ def test_a_run_against_a_server_that_does_not_answer_fails_in_one_sentence(tmp_p
     error = result.stderr.strip().splitlines()
     assert len(error) == 1 and error[0].startswith("error: the tracking server at http://127.0.0.1:"), result.stderr
     assert "gave up after 1 retries" in error[0] and "run it again once the server is back" in error[0]
+
+
+def test_a_population_whose_server_goes_away_stops_in_one_line_and_finishes_no_run(tmp_path: Path,
+                                                                                   outputs: Path) -> None:
+    """The server stopped while a grid's population trains: the sweep stops (Hydra's grid stops at its first
+    failed job) within seconds with the one sentence a job alone prints, no traceback, and no run of it is
+    FINISHED: the server never got numbers it could show as a result."""
+    port, backend = free_port(), f"sqlite:///{tmp_path / 'server.db'}"
+    log = tmp_path / "sweep.log"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    with mlflow_server(tmp_path, backend, port=port) as uri:
+        sweep = subprocess.Popen(
+            [sys.executable, "-m", "experiments", "train", "-m", "hydra/launcher=population", "seed=1,2,3,4",
+             f"paths.output_dir={outputs}", f"logger.tracking_uri={uri}", "logger.experiment_name=outage",
+             "data.options.n_samples=2000", "trainer.max_epochs=2000", "logger.log_model=false", *FAST],
+            cwd=tmp_path, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=log.open("w"), stderr=subprocess.STDOUT)
+        # Stopped once every member's run is open: the population is training.
+        _wait_for(lambda: len(_children(uri)) == 4 and "Training 4 runs as one population" in log.read_text(),
+                  180, "population training", sweep)
+    stopped = time.monotonic()
+    code = sweep.wait(timeout=300)
+    took = time.monotonic() - stopped
+    output = log.read_text()
+    with mlflow_server(tmp_path, backend, port=port) as uri:
+        children = _children(uri)
+
+    assert code == 1 and took < 120, output[-3000:]
+    assert "Traceback" not in output and "Retrying (Retry(" not in output
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"127.0.0.1:{port} did not answer" in errors[0], output[-3000:]
+    assert "this job fails" in errors[0]
+    assert len(children) == 4 and "FINISHED" not in {run.info.status for run in children}

@@ -55,6 +55,8 @@ def _train_refused(args: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPa
         ("model=wid", "model=wid is not known (did you mean 'wide'?); choose one of: seed_mlp, wide."),
         ("model.hidden_dims=[64", "could not parse the override 'model.hidden_dims=[64'"),
         ("data=csv", "data.options.path has no value; set it"),
+        ("sweep=optuna hydra.sweeper.pruner=null",
+         "Error merging override hydra.sweeper.pruner=null (field 'hydra.sweeper.pruner' is not Optional)"),
         # Values of the wrong kind, found before any run is recorded.
         ("+model.activaton=tanh", "model.activaton is not a model option; the options are: input_dim,"),
         ("model.hidden_dims=64", "model.hidden_dims must be a list of positive integers, e.g. [64,32]"),

@@ -34,7 +34,7 @@ def test_a_refused_connection_becomes_one_sentence_naming_the_server(monkeypatch
     assert isinstance(alone, TrackingServerUnavailable) and isinstance(swept, TrackingServerUnavailable)
     assert str(alone).startswith("the tracking server at http://127.0.0.1:") and "\n" not in str(alone)
     assert "gave up after 0 retries" in str(alone) and "run it again once the server is back" in str(alone)
-    assert "this trial fails" in str(swept)
+    assert "this job fails" in str(swept)
 
 
 def test_other_errors_pass_through_unchanged() -> None:

@@ -73,7 +73,7 @@ def in_one_sentence(err: BaseException, in_sweep: bool) -> BaseException:
     if not server_unreachable(err):
         return err
     if in_sweep:
-        return TrackingServerUnavailable(f"{unreachable_sentence(err)}: this trial fails (a run it had opened is "
-                                         "closed FAILED as the sweep ends).")
+        return TrackingServerUnavailable(f"{unreachable_sentence(err)}: this job fails (a run it left open is closed "
+                                         "FAILED as the sweep ends, if the server is back by then).")
     return TrackingServerUnavailable(f"{unreachable_sentence(err)}: the run is not recorded in full; run it again "
                                      "once the server is back.")
