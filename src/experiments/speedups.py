@@ -11,9 +11,9 @@ upgrade can make a run slower but never wrong.
 - `fast_exit`: the process leaves without the interpreter's module teardown (private `threading` hook).
 - `sweep_config_cache`: the population launcher composes each job's config once, not twice (Hydra's
   sweeper composes every job of a batch to check it, then the launcher composes it again to run it).
-- `compose_template`: a sweep job that differs from an earlier one only in values of existing keys is
-  that job's composed config with its own values set, not a new run of Hydra's defaults tree (Hydra's
-  private `get_overrides_dirname`).
+- `compose_template`: a sweep job that differs from an earlier one only in values is that job's composed
+  config with its own values set, not a new run of Hydra's defaults tree (Hydra's private
+  `get_overrides_dirname`).
 - `plot_worker`: a population's learning curves are drawn in a worker process while its runs are closed
   (`plot_worker.py`; public `concurrent.futures`).
 """
@@ -173,10 +173,11 @@ def cache_sweep_configs(config_loader: object) -> None:
 
 class _Templates:
     """Configs Hydra composed, by the shape of their overrides: the same group choices and other
-    overrides, and values for the same existing keys. A job of a known shape is that config with its
-    own values set as Hydra sets them (`OmegaConf.update(..., merge=True)`), its override list and
-    `override_dirname` its own; anything else (a config group, `+`/`++`/`~`, a dict value, a key set
-    twice, a key the config lacks) is composed by Hydra."""
+    overrides, and values (`key=`, `+key=`, `++key=`) for the same keys. A job of a known shape is that
+    config with its own values set as Hydra sets them (`OmegaConf.update(..., merge=True)`), its override
+    list and `override_dirname` its own. The first job of each shape is composed by Hydra (its `+key`
+    adds the key later jobs set), and so is anything else: a config group, `~key`, a dict value, a key
+    set twice, a key the config lacks."""
 
     def __init__(self, config_loader: object) -> None:
         from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -200,10 +201,12 @@ class _Templates:
         shape: list[object] = [id(master_config)]
         values = []
         for override in parsed:
-            if (override.type == OverrideType.CHANGE and not override.is_hydra_override()
-                    and not self._is_group(override) and not override.is_sweep_override()
-                    and not isinstance(override.value(), dict)):
-                shape.append(("value", override.key_or_group))
+            # `key=v`, `+key=v`, `++key=v` (the Optuna sweeper's trial link): the template job's overrides
+            # made or set the key; this job's value is set on it.
+            if (override.type in (OverrideType.CHANGE, OverrideType.ADD, OverrideType.FORCE_ADD)
+                    and not override.is_hydra_override() and not self._is_group(override)
+                    and not override.is_sweep_override() and not isinstance(override.value(), dict)):
+                shape.append((override.type.name, override.key_or_group))
                 values.append(override)
             else:
                 shape.append(("as is", override.input_line))
@@ -224,6 +227,7 @@ class _Templates:
         import copy
 
         from hydra._internal.config_loader_impl import get_overrides_dirname
+        from hydra.core.override_parser.types import OverrideType
         from omegaconf import OmegaConf
 
         found = self._shape(master_config, sweep_overrides)
@@ -232,7 +236,8 @@ class _Templates:
         config = copy.deepcopy(self.configs[found[0]])
         try:
             for override in found[1]:
-                OmegaConf.update(config, override.key_or_group, override.value(), merge=True)
+                OmegaConf.update(config, override.key_or_group, override.value(), merge=True,
+                                 force_add=override.type != OverrideType.CHANGE)
         except Exception:  # noqa: BLE001 - Hydra's own composition says what is wrong
             return None
         task = [override for override in found[2] if not override.is_hydra_override()]

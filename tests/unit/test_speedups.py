@@ -104,7 +104,7 @@ def test_a_jobs_config_is_composed_once_for_the_sweeper_and_the_launcher(monkeyp
 def test_a_job_composed_from_a_template_is_the_config_hydra_composes(monkeypatch: pytest.MonkeyPatch) -> None:
     """Jobs that differ from an earlier job only in values get that job's config with their values set:
     the whole config (the `hydra` node, override list and `override_dirname` included) must be what
-    Hydra composes for them, and anything else (group choices, `+`, `~`, hydra keys) composed by Hydra."""
+    Hydra composes for them, and anything else (group choices, `~`, a key set twice) composed by Hydra."""
     from omegaconf import OmegaConf
 
     from experiments.speedups import cache_sweep_configs
@@ -126,6 +126,11 @@ def test_a_job_composed_from_a_template_is_the_config_hydra_composes(monkeypatch
         ["optimizer=sgd", "optimizer.lr=0.1"], ["optimizer=sgd", "optimizer.lr=0.5"],
         ["optimizer=adamw", "optimizer.lr=0.5"],
         ["+trainer.extra=1"], ["+trainer.extra=2"], ["~optimizer.betas", "seed=4"], ["~optimizer.betas", "seed=5"],
+        # The Optuna sweeper's trial link, added to every trial's job.
+        ["optimizer.lr=0.01", "++optuna.study_name=s", "++optuna.trial_number=0"],
+        ["optimizer.lr=0.02", "++optuna.study_name=s", "++optuna.trial_number=1"],
+        ["+trainer.extra=[1,2]", "++trainer.max_epochs=3"], ["+trainer.extra=[3]", "++trainer.max_epochs=4"],
+        ["+optimizer.betas=[0.5,0.5]"],
         ["hydra.job.chdir=false", "seed=6"], ["hydra.job.chdir=false", "seed=7"],
         ["seed=8", "seed=9"], ["seed=10", "seed=11"], ["logger.run_id=null"], ["logger.run_id=abc"],
     ]
@@ -135,13 +140,18 @@ def test_a_job_composed_from_a_template_is_the_config_hydra_composes(monkeypatch
         assert OmegaConf.to_yaml(made) == OmegaConf.to_yaml(fresh), overrides
         assert made.hydra.job.override_dirname == fresh.hydra.job.override_dirname
     composed_by_hydra = [tuple(c) for c in calls]
-    # The second and third of a shape come from the first; group choices, +, ~ and repeated keys don't.
+    # The second and third of a shape come from the first; a new group choice or a key set twice does not.
     assert ("optimizer.lr=0.2", "seed=2") not in composed_by_hydra
     assert ("model.hidden_dims=[3]", "model.activation=relu") not in composed_by_hydra
     assert ("optimizer=sgd", "optimizer.lr=0.5") not in composed_by_hydra
     assert ("hydra.job.chdir=false", "seed=7") not in composed_by_hydra
     assert ("logger.run_id=abc",) not in composed_by_hydra
-    for composed in [("optimizer=adamw", "optimizer.lr=0.5"), ("+trainer.extra=2",), ("seed=10", "seed=11")]:
+    assert ("+trainer.extra=2",) not in composed_by_hydra
+    assert ("optimizer.lr=0.02", "++optuna.study_name=s", "++optuna.trial_number=1") not in composed_by_hydra
+    assert ("+trainer.extra=[3]", "++trainer.max_epochs=4") not in composed_by_hydra
+    assert ("~optimizer.betas", "seed=5") not in composed_by_hydra  # the same deletion, another value
+    for composed in [("optimizer=adamw", "optimizer.lr=0.5"), ("~optimizer.betas", "seed=4"), ("seed=10", "seed=11"),
+                     ("+optimizer.betas=[0.5,0.5]",)]:
         assert composed in composed_by_hydra
     # A template is never handed out itself: changing a job's config leaves the next job's alone.
     one = loader.load_sweep_config(master, ["optimizer.lr=0.7", "seed=1"])
