@@ -108,9 +108,10 @@ def _check_complete(cfg: DictConfig) -> None:
 
     from experiments.hydra_errors import user_mistake
 
-    run_keys = [str(key) for key in cfg if key != "hydra"]  # Hydra's own node (in tests) leaves some unset
+    # Hydra's own node (in tests) leaves some unset; a job's config has none, and needs no copy.
+    run_cfg = OmegaConf.masked_copy(cfg, [str(key) for key in cfg if key != "hydra"]) if "hydra" in cfg else cfg
     try:
-        OmegaConf.to_container(OmegaConf.masked_copy(cfg, run_keys), resolve=True, throw_on_missing=True)
+        OmegaConf.to_container(run_cfg, resolve=True, throw_on_missing=True)
     except OmegaConfBaseException as err:
         raise UserError(user_mistake(err) or str(err)) from None
 

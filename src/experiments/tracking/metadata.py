@@ -12,6 +12,7 @@ from pathlib import Path
 PACKAGES = ("torch", "lightning", "hydra-core", "mlflow", "torchmetrics", "numpy", "scikit-learn", "experiments")
 
 
+@functools.cache  # read once per process: its code is what it imported then, whatever is edited meanwhile
 def git_state(root: Path) -> dict[str, str]:
     """Commit, dirty flag and diff of the working tree (empty values outside a git checkout)."""
 

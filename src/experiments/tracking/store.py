@@ -40,12 +40,18 @@ def artifact_root_for(uri: str) -> str | None:
     return (db.parent / "mlartifacts").as_uri() if db is not None else None
 
 
+_PREPARED: dict[tuple[str, str], str] = {}  # (store, experiment) → id, once a process has made sure of it
+
+
 def prepare_experiment(uri: str, experiment_name: str) -> str:
     """Create (and migrate) the store and the experiment if needed; return the experiment id."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     db = sqlite_path(uri)
+    known = _PREPARED.get((uri, experiment_name))
+    if known is not None and (db is None or db.exists()):  # a sweep's jobs after its first: no lock, no query
+        return known
     lock_context = _null_lock()
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)
@@ -70,6 +76,7 @@ def prepare_experiment(uri: str, experiment_name: str) -> str:
             experiment_id = experiment.experiment_id
             if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
                 client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    _PREPARED[(uri, experiment_name)] = experiment_id
     return experiment_id
 
 

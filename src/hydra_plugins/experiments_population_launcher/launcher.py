@@ -114,11 +114,18 @@ class PopulationLauncher(Launcher):
         configs and the `on_job_start` callbacks when it starts; `on_job_end` when it ends."""
         assert self.hydra_context is not None
         previous = HydraConfig.instance().cfg
-        HydraConfig.instance().set_config(sweep_config)
         if start:
+            HydraConfig.instance().set_config(sweep_config)  # for resolving the job's output dir
             output_dir = os.path.join(str(sweep_config.hydra.sweep.dir), str(sweep_config.hydra.sweep.subdir))
             with read_write(sweep_config.hydra.runtime), open_dict(sweep_config.hydra.runtime):
                 sweep_config.hydra.runtime.output_dir = os.path.abspath(output_dir)
+            HydraConfig.instance().set_config(sweep_config)
+            # `set_config` made a read-only copy of its own: the job's record, and its context again
+            # when it closes (run_job deep-copies it once more; nothing can change it).
+            result.hydra_cfg = HydraConfig.instance().cfg
+        elif result.hydra_cfg is not None:
+            HydraConfig.instance().cfg = result.hydra_cfg
+        else:
             HydraConfig.instance().set_config(sweep_config)
         task_cfg = copy.deepcopy(sweep_config) if start else sweep_config
         if start:
@@ -128,7 +135,6 @@ class PopulationLauncher(Launcher):
             if start:
                 Path(str(sweep_config.hydra.runtime.output_dir)).mkdir(parents=True, exist_ok=True)
                 result.cfg = task_cfg
-                result.hydra_cfg = copy.deepcopy(HydraConfig.instance().cfg)
                 result.overrides = list(sweep_config.hydra.overrides.task)
                 result.working_dir = os.getcwd()
                 result.task_name = str(sweep_config.hydra.job.name)
