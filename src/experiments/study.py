@@ -11,6 +11,7 @@ import argparse
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -87,6 +88,23 @@ def resolved_store(overrides: list[str]) -> tuple[str, str, str]:
     return uri, str(cfg.logger.experiment_name), str(cfg.paths.output_dir)
 
 
+def _ready_for_report(uri: str, experiment: str) -> None:
+    """While the runs train, load what the report needs (MLflow, its store, SciPy, Matplotlib): seconds
+    the report would otherwise spend after training. Anything that fails here fails again, and is
+    reported, when the report itself asks for it."""
+    try:
+        import scipy.stats  # noqa: F401
+
+        from experiments.report.plots import pyplot_agg
+        from experiments.tracking.store import prepare_experiment, sqlite_path
+
+        if sqlite_path(uri) is not None:  # opened under the store's lock, as every run opens it
+            prepare_experiment(uri, experiment)
+        pyplot_agg()
+    except Exception:  # noqa: BLE001, S110 - see the docstring
+        pass
+
+
 def _quoted(value: str) -> str:
     """A Hydra override value kept verbatim (paths may hold spaces, `=` or commas)."""
     return "'" + value.replace("'", "\\'") + "'"
@@ -116,6 +134,7 @@ def main(argv: list[str]) -> int:
     env = {**os.environ}
     env.pop("EXPERIMENTS_SUBCOMMAND", None)
     process = subprocess.Popen(command, env=env)
+    threading.Thread(target=_ready_for_report, args=(uri, experiment), daemon=True).start()
     try:
         code = process.wait()
     except KeyboardInterrupt:  # the multirun got the Ctrl-C too: let it close its runs, then stop

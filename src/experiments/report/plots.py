@@ -9,7 +9,7 @@ from experiments.report.runs import RunRecord
 from experiments.report.table import GroupRow
 
 
-def _pyplot():  # type: ignore[no-untyped-def]
+def pyplot_agg():  # type: ignore[no-untyped-def]
     import matplotlib
 
     matplotlib.use("Agg")
@@ -39,7 +39,7 @@ def plot_val_curves(rows: list[GroupRow], baseline: str | None, path: Path, key:
                     train_key: str = "train/loss") -> Path:
     """One small panel per fix: its val curve (solid) and train curve (dashed), the baseline's val curve
     in grey behind it, each a mean over seeds with a ±1 std band."""
-    plt = _pyplot()
+    plt = pyplot_agg()
     base = next((r for r in rows if r.group == baseline), None)
     cols = min(4, len(rows))
     nrows = math.ceil(len(rows) / cols)
@@ -77,7 +77,7 @@ def plot_val_curves(rows: list[GroupRow], baseline: str | None, path: Path, key:
 def plot_gap_bars(rows: list[GroupRow], baseline: str | None, path: Path, key: str = "final_gap_loss",
                   label: str = "final gap: val loss − train loss") -> Path:
     """Horizontal bars of the mean gap per fix with 95% CI error bars; the baseline's mean as a line."""
-    plt = _pyplot()
+    plt = pyplot_agg()
     ordered = list(reversed(rows))  # the table's first row on top
     means = [r.values[key].mean for r in ordered]
     errors = [r.values[key].half_width if r.values[key].n >= 2 else 0.0 for r in ordered]
