@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -19,6 +20,9 @@ FULL_ERROR_ENV = "HYDRA_FULL_ERROR"
 # Set beside HYDRA_FULL_ERROR=1 when we set it (not the user), for whoever reads that variable to decide
 # how much to print (the Optuna sweeper; child processes, which inherit both).
 SENTENCES_ENV = "EXPERIMENTS_ERRORS_AS_SENTENCES"
+# Hydra's words for sweep syntax in a single run; its hints are on lines a one-line message would drop.
+_SEVERAL_VALUES = re.compile(r"Ambiguous value for argument '(?P<override>.+)'")
+_SWEEP_WITHOUT_M = re.compile(r"Sweep parameters '(?P<override>.+)' requires --multirun")
 
 
 @contextmanager
@@ -65,6 +69,13 @@ def user_mistake(err: BaseException) -> str | None:
     if isinstance(err, OverrideParseException):
         return (f"could not parse the override {err.override!r} ({_first_line(err)}); "
                 "quote lists and strings for the shell, e.g. 'model.hidden_dims=[64,32]'.")
+    if isinstance(err, ConfigCompositionException) and (match := _SEVERAL_VALUES.match(str(err))):
+        override = match["override"]
+        key, _, value = override.partition("=")
+        return (f"{override} gives several values: add -m to sweep over them, write {key}=[{value}] for a "
+                f"list, or quote it for one string: \"{key}='{value}'\".")
+    if isinstance(err, ConfigCompositionException) and (match := _SWEEP_WITHOUT_M.match(str(err))):
+        return f"{match['override']} is a sweep: add -m to run it (experiments train -m …)."
     if isinstance(err, ConfigCompositionException) and isinstance(cause, ConfigKeyError | ConfigAttributeError):
         key = str(cause.full_key)
         siblings = list(cause.parent_node.keys()) if cause.parent_node is not None else []

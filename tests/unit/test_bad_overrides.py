@@ -57,6 +57,10 @@ def _train_refused(args: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPa
         ("data=csv", "data.options.path has no value; set it"),
         ("sweep=optuna hydra.sweeper.pruner=null",
          "Error merging override hydra.sweeper.pruner=null (field 'hydra.sweeper.pruner' is not Optional)"),
+        # Sweep syntax without -m: how to sweep, or how to mean one value.
+        ("optimizer.lr=0.01,0.1", "optimizer.lr=0.01,0.1 gives several values: add -m to sweep over them, "
+                                  "write optimizer.lr=[0.01,0.1] for a list"),
+        ("optimizer.lr=interval(0.001,0.1)", "optimizer.lr=interval(0.001,0.1) is a sweep: add -m to run it"),
         # Values of the wrong kind, found before any run is recorded.
         ("+model.activaton=tanh", "model.activaton is not a model option; the options are: input_dim,"),
         ("model.hidden_dims=64", "model.hidden_dims must be a list of positive integers, e.g. [64,32]"),
