@@ -221,7 +221,8 @@ def _print_report(report: dict[str, Any]) -> None:
             target = f"≥ {result['target']}" if path == "framework" else ""
             table.add_row(name, path, f"{row['steps_per_s']:.0f}", f"{row.get('samples_per_s', 0):.0f}", ratio, paired,
                           cpu, target, f"{row.get('peak_rss_mb', 0):.0f}", f"{row.get('threads', 0):.0f}")
-    console.print(table)
+    if report["workloads"]:  # `--workloads sweep` alone times no training workload
+        console.print(table)
     _print_sweeps(console, report)
     fixed = report.get("fixed_costs")
     if fixed:
