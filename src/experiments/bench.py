@@ -259,6 +259,11 @@ def _print_sweeps(console: Any, report: dict[str, Any]) -> None:
     table.add_row("hand-written loop + MLflow", str(reference["trials"]), "", f"{reference['seconds']:.1f}", "", "",
                   f"{reference['trials_per_min']:.0f}", "", "", "")
     console.print(table)
+    for name, row in report["sweeps"].items():
+        parts = row["population_phases"].get("member_parts_s") or {}
+        if parts:
+            console.print(f"{name}, one member's tracking (median s): "
+                          + ", ".join(f"{part} {seconds:.3f}" for part, seconds in parts.items()))
 
 
 def main(argv: list[str]) -> int:

@@ -30,6 +30,9 @@ SWEEPS: dict[str, dict[str, Any]] = {
                "population": ["logger.log_model=best"]},
     "study": {"study": [], "trials": 39, "target": 3.0},
 }
+# A member's tracking, in the order it happens: its run opened; its params, tags, config files, dataset
+# entry and column report; then its learning curve, model, metrics and status.
+MEMBER_PARTS = ("run", "record", "plot", "model", "metrics", "status")
 # --quick: the same code path on a 2×2 grid, for CI (no speed claims; the study's own test runs it).
 QUICK_SWEEPS: dict[str, dict[str, Any]] = {
     "grid16": {"train": ["optimizer.lr=0.001,0.01", "seed=1,2", "trainer.max_epochs=2"], "trials": 4, "target": 2.0},
@@ -87,11 +90,16 @@ def _phases(phase_file: Path) -> dict[str, float]:
         ends = [t for name, t in marks if name == end]
         return [b - a for a, b in zip(starts, ends)]
 
-    opened, closed = spans("member_open_start", "member_open_end"), spans("member_close_start", "member_close_end")
+    def median(phase: str) -> float:
+        times = spans(f"{phase}_start", f"{phase}_end")
+        return statistics.median(times) if times else 0.0
+
     return {
         "training_s": sum(spans("population_fit_start", "population_fit_end")),
-        "member_open_s": statistics.median(opened) if opened else 0.0,
-        "member_close_s": statistics.median(closed) if closed else 0.0,
+        "member_open_s": median("member_open"),
+        "member_close_s": median("member_close"),
+        # What one member's tracking is made of (the model: of the members that log one).
+        "member_parts_s": {part: median(f"member_{part}") for part in MEMBER_PARTS},
     }
 
 

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.errors import UserError, instantiated
 from experiments.population_grouping import SHARED_OPTIMIZER_KEYS
 from experiments.run_names import run_name_for
-from experiments.timing import mark
+from experiments.timing import mark, marked
 from experiments.train import (
     TrainingFailed,
     check_against_the_data,
@@ -90,7 +90,10 @@ class Population:
         member.logger = open_logger(cfg, self.datamodule)
         self.members[index] = member
         if member.logger is not None:
-            record_run_start(member.logger, cfg, self.datamodule, derived)
+            with marked("member_run"):
+                member.logger.experiment  # noqa: B018 - opens the run, timed apart from what it records
+            with marked("member_record"):
+                record_run_start(member.logger, cfg, self.datamodule, derived)
         # Resolved now, in the job's Hydra context (its run dir); training happens outside of it.
         member.cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
         mark("member_open_end")
@@ -261,15 +264,20 @@ class Population:
             logger.log_metrics({**member.tested, **stopping}, step=0)
             main = main_metric(self.datamodule.task)
             if cfg.callbacks.get("learning_curve") is not None:
-                drawn = self.plots.path(id(member)) if self.plots is not None else None
-                _log_learning_curve(logger, state.history, main, cfg.callbacks.learning_curve, drawn)
+                with marked("member_plot"):
+                    drawn = self.plots.path(id(member)) if self.plots is not None else None
+                    _log_learning_curve(logger, state.history, main, cfg.callbacks.learning_curve, drawn)
             if _logs_model(cfg.logger.get("log_model", True), member.is_best):
                 from experiments.tracking.pyfunc_model import TabularModel
 
                 weights_epoch = max(state.history) if member.averaged else max(state.best_epoch, 0)
-                log_trained_model(logger, TabularModel(self.datamodule.preparation, member.net),
-                                  self.datamodule.example_rows(), weights_epoch)
-            finish_run(logger, "FINISHED")
+                with marked("member_model"):
+                    log_trained_model(logger, TabularModel(self.datamodule.preparation, member.net),
+                                      self.datamodule.example_rows(), weights_epoch)
+            with marked("member_metrics"):
+                logger.write_pending(raise_errors=True)  # raised: `close` closes the run FAILED
+            with marked("member_status"):
+                finish_run(logger, "FINISHED")
         metrics["model/n_params"] = float(member.n_params)
         run = f" (run {logger.run_id})" if logger is not None else ""
         print(f"  {run_name_for(cfg)}: {cfg.monitor}_best={metrics.get(f'{cfg.monitor}_best', float('nan')):.4g}"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 PHASE_FILE_ENV = "EXPERIMENTS_PHASE_FILE"
 
@@ -15,3 +17,11 @@ def mark(phase: str) -> None:
     if path:
         with open(path, "a") as handle:
             handle.write(json.dumps({phase: time.time()}) + "\n")
+
+
+@contextmanager
+def marked(phase: str) -> Iterator[None]:
+    """`{phase}_start` and `{phase}_end` around the block (the end only if it completes)."""
+    mark(f"{phase}_start")
+    yield
+    mark(f"{phase}_end")

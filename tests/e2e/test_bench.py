@@ -47,8 +47,13 @@ def test_quick_bench_writes_every_figure(tmp_path: Path) -> None:
         assert sweep["speedup"] == pytest.approx(sweep["sequential_s"] / sweep["population_s"])
         phases = sweep["population_phases"]
         assert phases["training_s"] > 0 and phases["member_open_s"] > 0 and phases["member_close_s"] > 0, name
+        # Every part of a member's tracking was timed (every member logs its model by default).
+        parts = phases["member_parts_s"]
+        assert set(parts) == {"run", "record", "plot", "model", "metrics", "status"}, name
+        assert min(parts.values()) > 0, parts
     assert report["sweep_reference"]["trials"] == 4 and report["sweep_reference"]["seconds"] > 0
     assert "population s" in result.stdout
+    assert "grid16, one member's tracking (median s): run " in result.stdout
     fixed = report["fixed_costs"]
     assert fixed["help_imports_torch"] is False and fixed["config_error_imports_torch"] is False
     assert fixed["help_s"] > 0 and fixed["config_error_s"] > 0
