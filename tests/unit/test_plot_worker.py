@@ -3,6 +3,8 @@ does not answer in time (the plots are drawn in the main process and closing doe
 
 from __future__ import annotations
 
+import pytest
+
 from experiments.plot_worker import PlotWorker
 
 HISTORY = {"train/loss": {0: 0.7, 1: 0.6}, "val/loss": {0: 0.72, 1: 0.65},
@@ -13,14 +15,17 @@ def _is_png(path: object) -> bool:
     return path is not None and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # type: ignore[attr-defined]
 
 
-def test_the_worker_draws_each_members_plot() -> None:
-    worker = PlotWorker()
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_workers_draw_each_members_plot(workers: int) -> None:
+    worker = PlotWorker(workers=workers)
     try:
-        worker.submit(1, HISTORY, "acc", "curve.png")
-        worker.submit(2, HISTORY, "acc", "curve.png")
-        first, second = worker.path(1), worker.path(2)
-        assert _is_png(first) and _is_png(second) and first != second
-        assert worker.path(3) is None  # never submitted
+        # Started before any plot is asked for (while a population trains), one process per worker.
+        assert len(worker._pool._processes) == workers
+        for key in range(1, 6):
+            worker.submit(key, HISTORY, "acc", "curve.png")
+        paths = [worker.path(key) for key in range(1, 6)]
+        assert all(_is_png(path) for path in paths) and len(set(paths)) == 5
+        assert worker.path(6) is None  # never submitted
     finally:
         worker.close()
 
