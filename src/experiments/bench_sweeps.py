@@ -103,6 +103,14 @@ def _phases(phase_file: Path) -> dict[str, float]:
     }
 
 
+def median_phases(phases: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each figure's median over the population runs of a sweep (nested figures too)."""
+    if not phases:
+        return {}
+    return {key: median_phases([p[key] for p in phases]) if isinstance(phases[0][key], dict)
+            else statistics.median(p[key] for p in phases) for key in phases[0]}
+
+
 def run_sweep(name: str, repeats: int, quick: bool) -> dict[str, Any]:
     sweep = (QUICK_SWEEPS if quick else SWEEPS)[name]
     seconds: dict[str, list[float]] = {"sequential": [], "population": []}
@@ -128,7 +136,7 @@ def run_sweep(name: str, repeats: int, quick: bool) -> dict[str, Any]:
         "speedup": sequential / population,
         "target": sweep["target"],
         "trials_per_min": {"sequential": 60 * trials / sequential, "population": 60 * trials / population},
-        "population_phases": {key: statistics.median(p[key] for p in phases) for key in phases[0]} if phases else {},
+        "population_phases": median_phases(phases),
     }
 
 
