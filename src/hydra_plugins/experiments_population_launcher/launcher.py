@@ -123,10 +123,8 @@ class PopulationLauncher(Launcher):
             # `set_config` made a read-only copy of its own: the job's record, and its context again
             # when it closes (run_job deep-copies it once more; nothing can change it).
             result.hydra_cfg = HydraConfig.instance().cfg
-        elif result.hydra_cfg is not None:
+        else:  # every job's context was opened (start=True) before it is closed
             HydraConfig.instance().cfg = result.hydra_cfg
-        else:
-            HydraConfig.instance().set_config(sweep_config)
         task_cfg = copy.deepcopy(sweep_config) if start else sweep_config
         if start:
             with read_write(task_cfg), open_dict(task_cfg):
