@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, read_write
 
 from experiments.errors import UserError, instantiated
 from experiments.population_grouping import SHARED_OPTIMIZER_KEYS
@@ -75,6 +75,10 @@ class Population:
 
         mark("member_open_start")
         validate_config(cfg)
+        # Resolved once, in place, here in the job's Hydra context (its run dir): training and closing
+        # happen outside of it, and every later reading (params, config.yaml) is then a plain walk.
+        with read_write(cfg):
+            OmegaConf.resolve(cfg)
         quiet_lightning_warnings()
         if self.datamodule is None:
             pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -94,8 +98,6 @@ class Population:
                 member.logger.experiment  # noqa: B018 - opens the run, timed apart from what it records
             with marked("member_record"):
                 record_run_start(member.logger, cfg, self.datamodule, derived)
-        # Resolved now, in the job's Hydra context (its run dir); training happens outside of it.
-        member.cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
         mark("member_open_end")
 
     def close(self, index: int) -> Any:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 
 from experiments.population import Population
 from experiments.population_grouping import population_key
@@ -65,6 +66,11 @@ def _config(outputs: Path, group: str, i: int) -> Any:
     return compose_train_config(outputs, overrides, run_name=f"{group}-{i}")
 
 
+def _as_job(cfg: Any) -> Any:
+    """The config as a launcher hands it to a job: without Hydra's own node (as `run_job` does too)."""
+    return OmegaConf.masked_copy(cfg, [str(key) for key in cfg if key != "hydra"])
+
+
 def _histories(outputs: Path) -> dict[str, tuple[str, dict[str, list[tuple[int, float]]]]]:
     client = MlflowClient(store_uri(outputs))
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=1000)
@@ -84,7 +90,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], d
         assert len(keys) == 1 and None not in keys, f"{group} would not train as one population"
         population = Population(len(members))
         for i in range(len(members)):
-            population.open(i, _config(together, group, i))
+            population.open(i, _as_job(_config(together, group, i)))
         population.train()
         for i in range(len(members)):
             _config(together, group, i)
