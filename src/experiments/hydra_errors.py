@@ -23,6 +23,7 @@ SENTENCES_ENV = "EXPERIMENTS_ERRORS_AS_SENTENCES"
 # Hydra's words for sweep syntax in a single run; its hints are on lines a one-line message would drop.
 _SEVERAL_VALUES = re.compile(r"Ambiguous value for argument '(?P<override>.+)'")
 _SWEEP_WITHOUT_M = re.compile(r"Sweep parameters '(?P<override>.+)' requires --multirun")
+_NOT_OPTIONAL = re.compile(r"field '(?P<key>[^']+)' is not Optional")
 
 
 @contextmanager
@@ -76,6 +77,10 @@ def user_mistake(err: BaseException) -> str | None:
                 f"list, or quote it for one string: \"{key}='{value}'\".")
     if isinstance(err, ConfigCompositionException) and (match := _SWEEP_WITHOUT_M.match(str(err))):
         return f"{match['override']} is a sweep: add -m to run it (experiments train -m …)."
+    if isinstance(err, ConfigCompositionException) and (match := _NOT_OPTIONAL.search(str(cause))):
+        key = match["key"]
+        shown = "hydra" if key.startswith("hydra.") else "job"
+        return f"{key} cannot be null: give it a value (experiments train --cfg {shown} shows the current one)."
     if isinstance(err, ConfigCompositionException) and isinstance(cause, ConfigKeyError | ConfigAttributeError):
         key = str(cause.full_key)
         siblings = list(cause.parent_node.keys()) if cause.parent_node is not None else []

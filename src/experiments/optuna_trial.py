@@ -61,7 +61,7 @@ def direction_conflict(config: DictConfig) -> str | None:
     if _SWEEPER_TARGET not in str(sweeper.get("_target_", "")):
         return None
     direction = sweeper.get("direction", "minimize")
-    pruner = str(sweeper.get("pruner", "none"))
+    pruner = str(sweeper.get("pruner") or "none")
     if not isinstance(direction, str):
         if pruner != "none":
             return (f"hydra.sweeper.pruner={pruner} needs one objective, but hydra.sweeper.direction is a list "

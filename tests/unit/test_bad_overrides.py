@@ -55,8 +55,8 @@ def _train_refused(args: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPa
         ("model=wid", "model=wid is not known (did you mean 'wide'?); choose one of: seed_mlp, wide."),
         ("model.hidden_dims=[64", "could not parse the override 'model.hidden_dims=[64'"),
         ("data=csv", "data.options.path has no value; set it"),
-        ("sweep=optuna hydra.sweeper.pruner=null",
-         "Error merging override hydra.sweeper.pruner=null (field 'hydra.sweeper.pruner' is not Optional)"),
+        ("sweep=optuna hydra.sweeper.n_trials=null",
+         "hydra.sweeper.n_trials cannot be null: give it a value (experiments train --cfg hydra shows the current one)."),
         # Sweep syntax without -m: how to sweep, or how to mean one value.
         ("optimizer.lr=0.01,0.1", "optimizer.lr=0.01,0.1 gives several values: add -m to sweep over them, "
                                   "write optimizer.lr=[0.01,0.1] for a list"),

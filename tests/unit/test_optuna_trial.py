@@ -37,6 +37,9 @@ def test_a_direction_against_monitor_mode_is_one_clear_sentence(compose_cfg: Com
     free = compose_cfg(["sweep=optuna", "hydra.sweeper.direction=maximize", "optimized_metric=test/acc",
                         "hydra.sweeper.pruner=none"])
     assert direction_conflict(free) is None
+    null = compose_cfg(["sweep=optuna", "hydra.sweeper.direction=maximize", "optimized_metric=test/acc",
+                        "hydra.sweeper.pruner=null"])  # null reads as none: no pruning
+    assert direction_conflict(null) is None
     multi = compose_cfg(["sweep=optuna", "hydra.sweeper.direction=[minimize,minimize]",
                          "optimized_metric=[val/loss_best,model/n_params]"])
     assert "needs one objective" in (direction_conflict(multi) or "")

@@ -72,7 +72,7 @@ class OptunaSweeperImpl:
             raise SweeperConfigError("hydra.sweeper.heartbeat_interval must be a whole number of seconds >= 0 (0: off).")
         if not 0.0 <= conf.max_failure_rate <= 1.0:
             raise SweeperConfigError("hydra.sweeper.max_failure_rate must be between 0.0 and 1.0.")
-        self.pruner_cfg = _study.pruner_settings(conf.pruner, conf.n_startup_trials, conf.n_warmup_steps)
+        self.pruner_cfg = _study.pruner_settings(conf.pruner or "none", conf.n_startup_trials, conf.n_warmup_steps)
 
     def sweep(self, arguments: list[str]) -> None:
         assert self.launcher is not None and self.config is not None

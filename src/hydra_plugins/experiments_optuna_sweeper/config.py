@@ -45,8 +45,8 @@ class ExperimentsOptunaSweeperConf:
     # 0: no heartbeats (such trials stay RUNNING).
     heartbeat_interval: int = 30
 
-    # none | median | successive_halving; applied in the jobs when they report intermediate values.
-    pruner: str = "none"
+    # none | median | successive_halving (null: none); applied in the jobs when they report intermediate values.
+    pruner: Optional[str] = "none"
     # Pruning starts only after this many trials of the study are complete ...
     n_startup_trials: int = 5
     # ... and, within a trial, only from this step (epoch) on.
