@@ -62,7 +62,7 @@ class PlotWorker:
 
 def _ready() -> None:
     """A worker's first task: load what drawing needs."""
-    import matplotlib.backends.backend_agg  # noqa: F401
+    import matplotlib.backends.backend_agg
     import matplotlib.figure  # noqa: F401
 
 

@@ -12,43 +12,16 @@ initial weights, data order and dropout draws; its optimizer options are those o
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, read_write
 
-from experiments.errors import UserError, instantiated
+from experiments.errors import instantiated
 from experiments.population_grouping import SHARED_OPTIMIZER_KEYS
-from experiments.run_names import run_name_for
+from experiments.population_member import Member, curve_series, finish, finish_failed, plots_curve
 from experiments.timing import mark, marked
-from experiments.train import (
-    TrainingFailed,
-    check_against_the_data,
-    network_for_data,
-    objective_value,
-    open_logger,
-    record_run_start,
-)
+from experiments.train import check_against_the_data, network_for_data, open_logger, record_run_start
 from experiments.validation import validate_config
-
-
-@dataclass
-class _Member:
-    cfg: DictConfig
-    logger: Any = None
-    net: Any = None
-    generator: Any = None
-    n_params: int = 0
-    error: BaseException | None = None  # what ended it before or during training
-    # Filled in by training: where it stands (models/population_module.MemberState), its settings,
-    # test scores, whether its weights are averaged ones, whether it is its population's best.
-    state: Any = None
-    settings: Any = None
-    tested: dict[str, float] = field(default_factory=dict)
-    averaged: bool = False
-    is_best: bool = False
-    last_epoch: int = 0
 
 
 class Population:
@@ -59,7 +32,7 @@ class Population:
     """
 
     def __init__(self, size: int, memory_bytes: int | None = None) -> None:
-        self.members: list[_Member | None] = [None] * size
+        self.members: list[Member | None] = [None] * size
         self.memory_bytes = memory_bytes
         self.datamodule: Any = None
         self.plots: Any = None  # a `plot_worker.PlotWorker` drawing the members' learning curves, or None
@@ -90,7 +63,7 @@ class Population:
             pl.seed_everything(cfg.seed, workers=True, verbose=False)
             net, derived = network_for_data(cfg, self.datamodule)
             generator = generator_like_global()
-        member = _Member(cfg, net=net, generator=generator, n_params=int(derived["model.n_params"]))
+        member = Member(cfg, net=net, generator=generator, n_params=int(derived["model.n_params"]))
         member.logger = open_logger(cfg, self.datamodule)
         self.members[index] = member
         if member.logger is not None:
@@ -106,13 +79,13 @@ class Population:
         member = self.members[index]
         assert member is not None
         if member.error is not None:
-            self._finish_failed(member, member.error)
+            finish_failed(member, member.error)
             raise member.error
         mark("member_close_start")
         try:
-            objective = self._finish(member)
+            objective = finish(member, self.datamodule, self.plots)
         except BaseException as err:
-            self._finish_failed(member, err)
+            finish_failed(member, err)
             raise
         mark("member_close_end")
         return objective
@@ -125,7 +98,7 @@ class Population:
 
         opened = [m for m in self.members if m is not None]
         # Started now, its imports overlap training; it draws while the runs are closed one by one.
-        self.plots = plot_worker_for(sum(_plots_curve(m) for m in opened))
+        self.plots = plot_worker_for(sum(plots_curve(m) for m in opened))
         chunks = self._chunks(opened)
         if len(chunks) > 1:
             print(f"{len(opened)} runs of one shape: more than fits in memory at once, trained as "
@@ -150,9 +123,9 @@ class Population:
             metric = main_metric(self.datamodule.task)
             for member in opened:
                 state = member.state
-                if _plots_curve(member) and member.error is None and state.failure is None and state.pruned is None:
+                if plots_curve(member) and member.error is None and state.failure is None and state.pruned is None:
                     filename = str(member.cfg.callbacks.learning_curve.get("filename", "learning_curve.png"))
-                    self.plots.submit(id(member), _curve_series(state.history, metric), metric, filename)
+                    self.plots.submit(id(member), curve_series(state.history, metric), metric, filename)
 
     def release(self) -> None:
         """Stop the plotting worker, once every member is closed."""
@@ -160,7 +133,7 @@ class Population:
             self.plots.close()
             self.plots = None
 
-    def _chunks(self, opened: list[_Member]) -> list[list[_Member]]:
+    def _chunks(self, opened: list[Member]) -> list[list[Member]]:
         from experiments.sizing import available_memory_bytes, member_memory_bytes
 
         first = opened[0]
@@ -172,7 +145,7 @@ class Population:
         size = max(1, min(len(opened), budget // max(per_member, 1)))
         return [opened[start : start + size] for start in range(0, len(opened), size)]
 
-    def _fit(self, chunk: list[_Member]) -> None:
+    def _fit(self, chunk: list[Member]) -> None:
         """Train one chunk as a population, test it, and hand each member its results."""
         from experiments.speedups import resume_gc_after_startup
 
@@ -200,7 +173,7 @@ class Population:
             member.net = module.net.members[m]
         self.datamodule.member_seeds = []
 
-    def _module(self, chunk: list[_Member]) -> Any:
+    def _module(self, chunk: list[Member]) -> Any:
         """The chunk's PopulationModule, with threads for its size and each member's batches."""
         from experiments.models.population_module import PopulationModule
         from experiments.models.population_net import PopulationNet
@@ -224,7 +197,7 @@ class Population:
             scheduler=OmegaConf.to_container(first.scheduler, resolve=True),  # type: ignore[arg-type]
             monitor=first.monitor, monitor_mode=first.monitor_mode)
 
-    def _trainer(self, chunk: list[_Member]) -> tuple[Any, bool]:
+    def _trainer(self, chunk: list[Member]) -> tuple[Any, bool]:
         """Lightning's Trainer as the members' trainer config says, without checkpoint files, with each
         member's records and the progress bar; and whether it averages weights (SWA)."""
         import lightning.pytorch as pl
@@ -247,64 +220,6 @@ class Population:
             callbacks.append(instantiated(first.callbacks.swa))
         return build_trainer(trainer_cfg, callbacks, False, []), averaged
 
-    def _finish(self, member: _Member) -> Any:
-        from experiments.models.tasks import main_metric
-        from experiments.tracking.run import finish_run, log_trained_model
-
-        state = member.state
-        if state.failure is not None:
-            raise TrainingFailed(state.failure)
-        if state.pruned is not None:
-            import optuna
-
-            raise optuna.TrialPruned(state.pruned)
-        cfg, logger = member.cfg, member.logger
-        metrics = dict(state.history[max(state.history)]) if state.history else {}
-        metrics.update(member.tested)
-        stopping = _early_stopping_summary(member.settings, state, member.last_epoch)
-        if logger is not None:
-            logger.log_metrics({**member.tested, **stopping}, step=0)
-            main = main_metric(self.datamodule.task)
-            if cfg.callbacks.get("learning_curve") is not None:
-                with marked("member_plot"):
-                    drawn = self.plots.path(id(member)) if self.plots is not None else None
-                    _log_learning_curve(logger, state.history, main, cfg.callbacks.learning_curve, drawn)
-            if _logs_model(cfg.logger.get("log_model", True), member.is_best):
-                from experiments.tracking.pyfunc_model import TabularModel
-
-                weights_epoch = max(state.history) if member.averaged else max(state.best_epoch, 0)
-                with marked("member_model"):
-                    log_trained_model(logger, TabularModel(self.datamodule.preparation, member.net),
-                                      self.datamodule.example_rows(), weights_epoch)
-            with marked("member_metrics"):
-                logger.write_pending(raise_errors=True)  # raised: `close` closes the run FAILED
-            with marked("member_status"):
-                finish_run(logger, "FINISHED")
-        metrics["model/n_params"] = float(member.n_params)
-        run = f" (run {logger.run_id})" if logger is not None else ""
-        print(f"  {run_name_for(cfg)}: {cfg.monitor}_best={metrics.get(f'{cfg.monitor}_best', float('nan')):.4g}"
-              f"{run}", flush=True)
-        return objective_value(metrics, cfg)
-
-    @staticmethod
-    def _finish_failed(member: _Member, err: BaseException) -> None:
-        if member.logger is None:
-            return
-        from experiments.optuna_trial import close_pruned_run, is_trial_pruned
-        from experiments.tracking.run import close_failed
-
-        if is_trial_pruned(err):
-            close_pruned_run(member.logger, err)
-        else:
-            reason = str(err) if isinstance(err, TrainingFailed | UserError) else f"{type(err).__name__}: {err}"
-            close_failed(member.logger, err, reason)
-        member.logger = None
-
-
-def _logs_model(setting: Any, is_best: bool) -> bool:
-    """`logger.log_model`: true (every member), false (none), or best (the population's best member)."""
-    return is_best if setting == "best" else bool(setting)
-
 
 def _member_settings(cfg: DictConfig) -> Any:
     from experiments.models.optim import optimizer_arguments
@@ -324,50 +239,6 @@ def _member_settings(cfg: DictConfig) -> Any:
         loss_threshold=None if threshold.get("threshold") is None else float(threshold.threshold),
         threshold_monitor=str(threshold.get("monitor", "train/loss")),
     )
-
-
-def _early_stopping_summary(settings: Any, state: Any, last_epoch: int) -> dict[str, float]:
-    """The one-off values a run alone with early stopping logs (see callbacks/early_stopping.py)."""
-    if settings.patience is None:
-        return {}
-    return {"early_stopping/best_epoch": float(state.es_best_epoch),
-            "early_stopping/stopped_epoch": float(state.stopped_epoch or last_epoch),
-            "early_stopping/restored": 1.0}
-
-
-def _plots_curve(member: _Member) -> bool:
-    return member.logger is not None and member.cfg.callbacks.get("learning_curve") is not None
-
-
-def _curve_series(history: dict[int, dict[str, float]], metric: str) -> dict[str, dict[int, float]]:
-    """The plot's lines (train and val loss and main metric) from a member's per-epoch history."""
-    series: dict[str, dict[int, float]] = {}
-    for epoch, values in history.items():
-        for key in ("train/loss", "val/loss", f"train/{metric}", f"val/{metric}"):
-            if key in values:
-                series.setdefault(key, {})[epoch] = values[key]
-    return series
-
-
-def _log_learning_curve(logger: Any, history: dict[int, dict[str, float]], metric: str, node: Any,
-                        drawn: Path | None = None) -> None:
-    """Log the member's learning curve: `drawn` by the plotting worker, or drawn here."""
-    import shutil
-    import tempfile
-
-    from experiments.learning_curve_plot import plot_learning_curve
-
-    artifact_path = str(node.get("artifact_path", "plots"))
-    if drawn is not None:
-        logger.experiment.log_artifact(logger.run_id, str(drawn), artifact_path)
-        return
-    folder = Path(tempfile.mkdtemp(prefix="learning-curve-"))
-    try:
-        path = plot_learning_curve(_curve_series(history, metric),
-                                   metric, folder / str(node.get("filename", "learning_curve.png")))
-        logger.experiment.log_artifact(logger.run_id, str(path), artifact_path)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _describe(cfg: DictConfig) -> str:

@@ -58,8 +58,8 @@ def _train_refused(args: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPa
         ("sweep=optuna hydra.sweeper.n_trials=null",
          "hydra.sweeper.n_trials cannot be null: give it a value (experiments train --cfg hydra shows the current one)."),
         # Sweep syntax without -m: how to sweep, or how to mean one value.
-        ("optimizer.lr=0.01,0.1", "optimizer.lr=0.01,0.1 gives several values: add -m to sweep over them, "
-                                  "write optimizer.lr=[0.01,0.1] for a list"),
+        ("optimizer.lr=0.01,0.1", ("optimizer.lr=0.01,0.1 gives several values: add -m to sweep over them, "
+                                   "write optimizer.lr=[0.01,0.1] for a list")),
         ("optimizer.lr=interval(0.001,0.1)", "optimizer.lr=interval(0.001,0.1) is a sweep: add -m to run it"),
         # Values of the wrong kind, found before any run is recorded.
         ("+model.activaton=tanh", "model.activaton is not a model option; the options are: input_dim,"),
