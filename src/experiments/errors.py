@@ -18,6 +18,10 @@ class UserError(ReportedError):
     exit_code = 2
 
 
+class TrainingFailed(Exception):
+    """Training stopped for a reason the user can act on (e.g. a NaN loss); printed as one line."""
+
+
 def instantiated(node: Any, **kwargs: Any) -> Any:
     """`hydra.utils.instantiate`, passing on a `UserError` the target raised as itself: Hydra wraps it in
     an InstantiationException that prints as several lines naming the target's full class path."""

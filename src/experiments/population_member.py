@@ -10,10 +10,10 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from experiments.errors import UserError
+from experiments.errors import TrainingFailed, UserError
 from experiments.run_names import run_name_for
 from experiments.timing import marked
-from experiments.train import TrainingFailed, objective_value
+from experiments.tracking.sweep_job import objective_value
 
 
 @dataclass

@@ -186,7 +186,8 @@ def main(argv: list[str]) -> int:
             "differ from now; rerun without --strict to train anyway."
         )
 
-    from experiments.train import TrainingFailed, train
+    from experiments.errors import TrainingFailed
+    from experiments.train import train
 
     print(f"Reproducing run {run.info.run_name} ({run.info.run_id}) into {cfg.paths.run_dir}", flush=True)
     try:

@@ -10,17 +10,13 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.errors import UserError, instantiated
+from experiments.errors import TrainingFailed, UserError, instantiated
 from experiments.paths import config_dir, register_resolvers
 from experiments.run_names import run_name_for
 from experiments.timing import mark
 from experiments.validation import check_monitor, validate_config
 
 register_resolvers()
-
-
-class TrainingFailed(Exception):
-    """Training stopped for a reason the user can act on (e.g. a NaN loss); printed as one line."""
 
 
 def _hydra_overrides() -> list[str]:
@@ -283,22 +279,14 @@ def _fitted_weights_epoch(trainer: Any, monitor: str) -> int:
     return int(metrics["epoch"]) if "epoch" in metrics else trainer.current_epoch - 1
 
 
-def objective_value(metrics: dict[str, float], cfg: DictConfig) -> Any:
-    """What a sweeper optimizes: one metric, or a list for multi-objective sweeps."""
-    names = cfg.optimized_metric
-    if isinstance(names, str):
-        return metrics.get(names)
-    return [metrics.get(name) for name in names]
-
-
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def main(cfg: DictConfig) -> Any:
     from hydra.core.hydra_config import HydraConfig
 
+    from experiments.tracking.sweep_job import finished_objective, objective_value
+
     multirun = HydraConfig.get().mode.name == "MULTIRUN"
     if multirun:
-        from experiments.tracking.sweep_job import finished_objective
-
         reused = finished_objective(cfg)  # skip_finished=true: this point already has a FINISHED run
         if reused is not None:
             return reused

@@ -128,6 +128,12 @@ def objective_names(cfg: DictConfig) -> list[str]:
     return [str(names)] if isinstance(names, str) else [str(n) for n in names]
 
 
+def objective_value(metrics: Mapping[str, float], cfg: DictConfig) -> Any:
+    """What a sweeper optimizes: one metric, or a list for multi-objective sweeps (None where missing)."""
+    values = [metrics.get(name) for name in objective_names(cfg)]
+    return values[0] if isinstance(cfg.optimized_metric, str) else values
+
+
 def finished_objective(cfg: DictConfig) -> Any:
     """With `skip_finished`, the objective of a FINISHED child of this sweep with the same point, so
     the job returns it instead of training again; None when the point must be trained."""
@@ -146,10 +152,9 @@ def finished_objective(cfg: DictConfig) -> Any:
         return None
     latest = max(done, key=lambda run: run.info.start_time or 0)
     _reused_run["run_id"] = latest.info.run_id
-    values = [latest.data.metrics[name] for name in names]
     print(f"Skipping {point or 'the base config'}: FINISHED as run {latest.info.run_id} "
-          f"({', '.join(f'{n}={v:.6g}' for n, v in zip(names, values))}).")
-    return values[0] if isinstance(cfg.optimized_metric, str) else values
+          f"({', '.join(f'{n}={latest.data.metrics[n]:.6g}' for n in names)}).")
+    return objective_value(latest.data.metrics, cfg)
 
 
 def record_job(sweep_dir: str | Path, invocation: str, job_num: int, overrides: list[str], status: str,
