@@ -200,10 +200,11 @@ def _default_train_phases(cli: list[str], output_dir: Path, label: str) -> dict[
 
 
 def _print_report(report: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from experiments.console import table_console
+
+    console = table_console()
     table = Table(title="experiments bench — framework vs hand-written PyTorch loop (medians)",
                   caption="ratio: median framework steps/s ÷ median loop steps/s; "
                           "paired: median of each repeat's framework ÷ loop; cpu: the ratio in steps per CPU-second")

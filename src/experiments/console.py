@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from typing import Any
 
 
 def quiet_lightning_warnings() -> None:
@@ -20,6 +21,15 @@ def quiet_lightning_warnings() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _NoAdvertisements) for f in logger.filters):
             logger.addFilter(_NoAdvertisements())
+
+
+def table_console() -> Any:
+    """A Rich console for tables: the terminal's width, or 200 columns when piped into a file or a CI log,
+    where Rich would assume 80 and cut the headers and squeeze the numbers."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=200)
 
 
 _RANK_ZERO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")

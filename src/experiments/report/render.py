@@ -58,8 +58,9 @@ def table_cells(rows: list[GroupRow], qs: list[Quantity], main: str, baseline: s
 
 
 def print_table(rows: list[GroupRow], qs: list[Quantity], main: str, baseline: str | None, title: str) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from experiments.console import table_console
 
     header, body = table_cells(rows, qs, main, baseline, sep="\n")  # the interval on its own line
     table = Table(title=title, caption=f"mean ± std [{CONFIDENCE:.0%} CI over seeds, Student's t]; final = the model the "
@@ -72,9 +73,7 @@ def print_table(rows: list[GroupRow], qs: list[Quantity], main: str, baseline: s
     for values in body:
         style = "bold" if values[0] == baseline else None
         table.add_row(*values, style=style)
-    console = Console()
-    # Piped into a file or a CI log, Rich would assume 80 columns and squeeze the numbers.
-    (console if console.is_terminal else Console(width=200)).print(table)
+    table_console().print(table)
 
 
 def write_markdown(path: Path, rows: list[GroupRow], qs: list[Quantity], main: str, baseline: str | None,
