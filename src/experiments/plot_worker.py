@@ -71,4 +71,7 @@ def plot_worker_for(members: int) -> PlotWorker | None:
 
     if not enabled("plot_worker") or members < MIN_MEMBERS or (os.cpu_count() or 1) < 2:
         return None
-    return PlotWorker(workers=2 if members >= TWO_WORKERS_FROM else 1)
+    try:
+        return PlotWorker(workers=2 if members >= TWO_WORKERS_FROM else 1)
+    except OSError:  # no process can be started here (a limit, a sandbox): the plots are drawn in this one
+        return None

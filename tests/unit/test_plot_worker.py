@@ -9,7 +9,8 @@ from multiprocessing.process import BaseProcess
 
 import pytest
 
-from experiments.plot_worker import PlotWorker
+from experiments import plot_worker
+from experiments.plot_worker import PlotWorker, plot_worker_for
 
 HISTORY = {"train/loss": {0: 0.7, 1: 0.6}, "val/loss": {0: 0.72, 1: 0.65},
            "train/acc": {0: 0.5, 1: 0.6}, "val/acc": {0: 0.48, 1: 0.55}}
@@ -61,3 +62,17 @@ def test_a_worker_that_does_not_answer_in_time_is_left_and_the_plots_are_drawn_h
     finally:
         worker.close()
     assert processes and all(_ended(process) for process in processes)
+
+
+def test_a_machine_that_cannot_start_a_worker_draws_the_plots_in_the_main_process(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_process(*args: object, **kwargs: object) -> None:
+        raise OSError(11, "Resource temporarily unavailable")
+
+    # What a process limit or a sandbox makes of a new process; not reproducible for root on a CI machine.
+    monkeypatch.setattr(plot_worker.os, "cpu_count", lambda: 2)
+    started = plot_worker_for(64)
+    assert started is not None  # where processes start, 64 members' plots go to the workers
+    started.close()
+    monkeypatch.setattr(plot_worker, "ProcessPoolExecutor", no_process)
+    assert plot_worker_for(64) is None  # the population trains on; its members' plots are drawn in it
