@@ -1,4 +1,5 @@
-"""What the console shows around a run: Lightning's advice that does not apply here is kept quiet."""
+"""What the console shows around a run: Lightning's advice that does not apply here is kept quiet, and
+what it says of the devices is said once a process."""
 
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ def quiet_lightning_warnings() -> None:
         warnings.filterwarnings("ignore", message=pattern)
     for name in _RANK_ZERO_LOGGERS:  # Lightning's rank-zero messages go through one of these
         logger = logging.getLogger(name)
-        if not any(isinstance(f, _NoAdvertisements) for f in logger.filters):
-            logger.addFilter(_NoAdvertisements())
+        if not any(isinstance(f, _QuietLines) for f in logger.filters):
+            logger.addFilter(_QuietLines())
 
 
 def table_console() -> Any:
@@ -35,9 +36,22 @@ def table_console() -> Any:
 _RANK_ZERO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
 
 
-class _NoAdvertisements(logging.Filter):
+# What every Trainer says of the devices: worth reading once, not once per run of a sweep or population.
+_DEVICE_LINES = ("GPU available:", "TPU available:")
+_devices_said: set[str] = set()
+
+
+class _QuietLines(logging.Filter):
     """Drops Lightning's "💡 Tip: …" lines (a cloud-logging advertisement printed whenever a Trainer
-    starts without its own logger): our console shows only what the framework means to say."""
+    starts without its own logger), and its device lines after the first time a process prints them:
+    our console shows only what the framework means to say."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.getMessage()).startswith("💡 Tip")
+        message = str(record.getMessage())
+        if message.startswith("💡 Tip"):
+            return False
+        if message.startswith(_DEVICE_LINES):
+            if message in _devices_said:
+                return False
+            _devices_said.add(message)
+        return True

@@ -34,6 +34,9 @@ def sweep(outputs: Path, cwd: Path, *args: str) -> Any:
 def test_grid_sweep_is_one_parent_with_a_finished_child_per_point(tmp_path: Path, outputs: Path) -> None:
     result = sweep(outputs, tmp_path, "model.activation=relu,tanh", "optimizer.lr=1e-3,1e-2")
     assert result.returncode == 0, result.stderr[-3000:]
+    # Four runs in one process: what Lightning says of the devices is said once, not once a run.
+    console = result.stdout + result.stderr
+    assert console.count("GPU available:") == 1 and console.count("TPU available:") == 1, console[-3000:]
 
     client, parent, children = parent_and_children(outputs)
     assert parent.info.status == "FINISHED"
