@@ -3,6 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+
+def curve_keys(metric: str) -> tuple[str, ...]:
+    """The plot's lines: train and val loss, train and val `metric`."""
+    return ("train/loss", "val/loss", f"train/{metric}", f"val/{metric}")
+
+
+def log_learning_curve(client: Any, run_id: str, history: dict[str, dict[int, float]], metric: str,
+                       filename: str, artifact_path: str) -> None:
+    """Draw the plot in a temporary folder and attach it to the run (`client`: an MlflowClient)."""
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="learning-curve-"))
+    try:
+        client.log_artifact(run_id, str(plot_learning_curve(history, metric, folder / filename)), artifact_path)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def plot_learning_curve(history: dict[str, dict[int, float]], metric: str, path: Path) -> Path:

@@ -11,6 +11,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from experiments.errors import TrainingFailed, UserError
+from experiments.learning_curve_plot import curve_keys, log_learning_curve
 from experiments.run_names import run_name_for
 from experiments.timing import marked
 from experiments.tracking.sweep_job import objective_value
@@ -99,7 +100,7 @@ def curve_series(history: dict[int, dict[str, float]], metric: str) -> dict[str,
     """The plot's lines (train and val loss and main metric) from a member's per-epoch history."""
     series: dict[str, dict[int, float]] = {}
     for epoch, values in history.items():
-        for key in ("train/loss", "val/loss", f"train/{metric}", f"val/{metric}"):
+        for key in curve_keys(metric):
             if key in values:
                 series.setdefault(key, {})[epoch] = values[key]
     return series
@@ -122,19 +123,9 @@ def _early_stopping_summary(settings: Any, state: Any, last_epoch: int) -> dict[
 def _log_learning_curve(logger: Any, history: dict[int, dict[str, float]], metric: str, node: Any,
                         drawn: Path | None = None) -> None:
     """Log the member's learning curve: `drawn` by the plotting worker, or drawn here."""
-    import shutil
-    import tempfile
-
-    from experiments.learning_curve_plot import plot_learning_curve
-
     artifact_path = str(node.get("artifact_path", "plots"))
     if drawn is not None:
         logger.experiment.log_artifact(logger.run_id, str(drawn), artifact_path)
         return
-    folder = Path(tempfile.mkdtemp(prefix="learning-curve-"))
-    try:
-        path = plot_learning_curve(curve_series(history, metric),
-                                   metric, folder / str(node.get("filename", "learning_curve.png")))
-        logger.experiment.log_artifact(logger.run_id, str(path), artifact_path)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    log_learning_curve(logger.experiment, logger.run_id, curve_series(history, metric), metric,
+                       str(node.get("filename", "learning_curve.png")), artifact_path)

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.loggers import MLFlowLogger
 
-from experiments.learning_curve_plot import plot_learning_curve
+from experiments.learning_curve_plot import curve_keys, log_learning_curve, plot_learning_curve
 
 
 class LearningCurvePlot(pl.Callback):
@@ -33,7 +31,7 @@ class LearningCurvePlot(pl.Callback):
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
         metric = getattr(pl_module, "main_metric", "acc")
-        for key in ("train/loss", "val/loss", f"train/{metric}", f"val/{metric}"):
+        for key in curve_keys(metric):
             value = trainer.callback_metrics.get(key)
             if value is not None:
                 self.history.setdefault(key, {})[trainer.current_epoch] = float(value)
@@ -49,12 +47,8 @@ class LearningCurvePlot(pl.Callback):
         history = {k: dict(v) for k, v in self.history.items()}
 
         def log_plot() -> None:
-            folder = Path(tempfile.mkdtemp(prefix="learning-curve-"))
-            try:
-                path = plot_learning_curve(history, metric, folder / self.filename)
-                mlflow_logger.experiment.log_artifact(mlflow_logger.run_id, str(path), self.artifact_path)
-            finally:
-                shutil.rmtree(folder, ignore_errors=True)
+            log_learning_curve(mlflow_logger.experiment, mlflow_logger.run_id, history, metric, self.filename,
+                               self.artifact_path)
 
         before_close = getattr(mlflow_logger, "before_close", None)
         if before_close is None:  # a plain MLFlowLogger closes the run itself: log the plot now
