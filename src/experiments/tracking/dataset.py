@@ -38,8 +38,23 @@ def schema_sample(frame: Any) -> Any:
     return frame.iloc[rows]
 
 
+# What a database says when two runs file the same new dataset at the same moment: MLflow's store looks
+# the dataset up, then inserts it, so the slower of the two inserts it again (seen on a shared PostgreSQL
+# tracking server when two sweep workers start together). Its transaction is rolled back; the dataset
+# exists now, and a second try links the run to it.
+_ALREADY_FILED = ("dataset_pk", "datasets.experiment_id", "datasets.PRIMARY")
+
+
 def log_dataset_input(client: Any, run_id: str, datamodule: Any, options: dict[str, Any]) -> None:
-    client.log_inputs(run_id, datasets=[_dataset_input(datamodule, options)])
+    from mlflow.exceptions import MlflowException
+
+    datasets = [_dataset_input(datamodule, options)]
+    try:
+        client.log_inputs(run_id, datasets=datasets)
+    except MlflowException as err:
+        if not any(mark in str(err) for mark in _ALREADY_FILED):
+            raise
+        client.log_inputs(run_id, datasets=datasets)
 
 
 # The entry is the same for every run on the same table and options (a population's members, a sweep's
