@@ -31,3 +31,28 @@ def test_without_mlflow_the_png_lands_in_the_run_dir_with_every_epoch(tmp_path) 
     resumed = LearningCurvePlot()
     resumed.load_state_dict(plot.state_dict())  # a resumed run keeps the epochs before the interruption
     assert resumed.history == plot.history
+
+
+def test_a_plot_drawn_after_others_is_the_png_a_new_figure_draws(tmp_path) -> None:
+    """Plots reuse one figure per metric (a population draws one per member): no line, colour, scale or
+    legend of an earlier member's plot may show in a later one."""
+    import random
+
+    from experiments import learning_curve_plot
+
+    def history(epochs: int, seed: int, keys: tuple[str, ...]) -> dict[str, dict[int, float]]:
+        draw = random.Random(seed)
+        return {key: {e: draw.random() * (seed + 1) for e in range(epochs)} for key in keys}
+
+    every = ("train/loss", "val/loss", "train/auroc", "val/auroc")
+    cases = [history(10, 1, every), history(40, 2, every), history(1, 3, every),
+             history(6, 4, ("train/loss", "val/loss", "val/auroc")), history(10, 5, every)]
+    alone = []
+    for i, case in enumerate(cases):
+        learning_curve_plot._FIGURES.clear()
+        alone.append(learning_curve_plot.plot_learning_curve(case, "auroc", tmp_path / f"alone{i}.png").read_bytes())
+    learning_curve_plot._FIGURES.clear()
+    in_a_row = [learning_curve_plot.plot_learning_curve(case, "auroc", tmp_path / f"row{i}.png").read_bytes()
+                for i, case in enumerate(cases)]
+    assert len(set(alone)) == len(cases)  # the cases draw different pictures
+    assert in_a_row == alone
