@@ -31,8 +31,9 @@ SWEEPS: dict[str, dict[str, Any]] = {
     "study": {"study": [], "trials": 39, "target": 3.0},
 }
 # A member's tracking, in the order it happens: its run opened; its params, tags, config files, dataset
-# entry and column report; then its learning curve, model, metrics and status.
-MEMBER_PARTS = ("run", "record", "plot", "model", "metrics", "status")
+# entry and column report (built, and written unless a worker writes it: `record_write`, 0 when none did);
+# then its learning curve, model, metrics and status.
+MEMBER_PARTS = ("run", "record", "record_write", "plot", "model", "metrics", "status")
 # --quick: the same code path on a 2×2 grid, for CI (no speed claims; the study's own test runs it).
 QUICK_SWEEPS: dict[str, dict[str, Any]] = {
     "grid16": {"train": ["optimizer.lr=0.001,0.01", "seed=1,2", "trainer.max_epochs=2"], "trials": 4, "target": 2.0},

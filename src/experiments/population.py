@@ -20,7 +20,13 @@ from experiments.errors import instantiated
 from experiments.population_grouping import SHARED_OPTIMIZER_KEYS
 from experiments.population_member import Member, curve_series, finish, finish_failed, plots_curve
 from experiments.timing import mark, marked
-from experiments.train import check_against_the_data, network_for_data, open_logger, record_run_start
+from experiments.train import (
+    check_against_the_data,
+    network_for_data,
+    new_run_record,
+    open_logger,
+    record_run_start,
+)
 from experiments.validation import validate_config
 
 
@@ -36,6 +42,8 @@ class Population:
         self.memory_bytes = memory_bytes
         self.datamodule: Any = None
         self.plots: Any = None  # a `plot_worker.PlotWorker` drawing the members' learning curves, or None
+        self.writer: Any = None  # a `tracking.record_writer.RecordWriter` writing their opening records, or None
+        self._writer_asked = False
 
     # -- per job, in its Hydra context ------------------------------------------------------------
     def open(self, index: int, cfg: DictConfig) -> None:
@@ -70,7 +78,7 @@ class Population:
             with marked("member_run"):
                 member.logger.experiment  # noqa: B018 - opens the run, timed apart from what it records
             with marked("member_record"):
-                record_run_start(member.logger, cfg, self.datamodule, derived)
+                self._record(member, derived)
         mark("member_open_end")
 
     def close(self, index: int) -> Any:
@@ -83,6 +91,10 @@ class Population:
             raise member.error
         mark("member_close_start")
         try:
+            if member.written is not None:
+                from experiments.tracking.record_writer import wait_for_record
+
+                wait_for_record(member.written, member.logger.experiment, member.logger.run_id, member.record)
             objective = finish(member, self.datamodule, self.plots)
         except BaseException as err:
             finish_failed(member, err)
@@ -128,10 +140,28 @@ class Population:
                     self.plots.submit(id(member), curve_series(state.history, metric), metric, filename)
 
     def release(self) -> None:
-        """Stop the plotting worker, once every member is closed."""
+        """Stop the workers, once every member is closed."""
         if self.plots is not None:
             self.plots.close()
             self.plots = None
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+    def _record(self, member: Member, derived: dict[str, Any]) -> None:
+        """The member's opening record: built here, in its job's context, and written by the record writer
+        (waited for as its run closes), or here and now."""
+        if not self._writer_asked:
+            from experiments.tracking.record_writer import record_writer_for
+
+            self._writer_asked = True
+            self.writer = record_writer_for(len(self.members))
+        cfg, logger = member.cfg, member.logger
+        if self.writer is None or cfg.get("resume"):
+            record_run_start(logger, cfg, self.datamodule, derived)
+            return
+        member.record = new_run_record(logger, cfg, self.datamodule, derived)
+        member.written = self.writer.submit(logger.experiment.tracking_uri, logger.run_id, member.record)
 
     def _chunks(self, opened: list[Member]) -> list[list[Member]]:
         from experiments.sizing import available_memory_bytes, member_memory_bytes

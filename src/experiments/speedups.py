@@ -16,6 +16,8 @@ upgrade can make a run slower but never wrong.
   `get_overrides_dirname`).
 - `plot_worker`: a population's learning curves are drawn in a worker process while its runs are closed
   (`plot_worker.py`; public `concurrent.futures`).
+- `record_writer`: a population's members' opening records (params, tags, config, dataset) are written in
+  a worker process while the next members open (`tracking/record_writer.py`; public `concurrent.futures`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 SWITCH_ENV = "EXPERIMENTS_NO_SPEEDUPS"
-NAMES = ("gc_pause", "requirements_map", "fast_exit", "sweep_config_cache", "compose_template", "plot_worker")
+NAMES = ("gc_pause", "requirements_map", "fast_exit", "sweep_config_cache", "compose_template", "plot_worker",
+         "record_writer")
 # The fast exit's older switch, kept working: EXPERIMENTS_NORMAL_EXIT=1.
 NORMAL_EXIT_ENV = "EXPERIMENTS_NORMAL_EXIT"
 

@@ -226,15 +226,23 @@ def record_run_start(logger: Any, cfg: DictConfig, datamodule: Any, derived: dic
 
         record_continuation(logger, cfg, datamodule.fingerprint)
         return
-    from experiments.tracking.dataset import log_dataset_input
-    from experiments.tracking.run import log_run_metadata
+    from experiments.tracking.run_record import write_run_record
+
+    write_run_record(logger.experiment, logger.run_id, new_run_record(logger, cfg, datamodule, derived))
+
+
+def new_run_record(logger: Any, cfg: DictConfig, datamodule: Any, derived: dict[str, Any]) -> Any:
+    """What a new run records as it opens (a `tracking.run_record.RunRecord`), read in the job's Hydra context."""
+    from experiments.tracking.dataset import dataset_input
+    from experiments.tracking.run_record import run_record
 
     derived = {**derived, "model.input_dim_resolved": datamodule.input_dim,
                **{f"data.{k}": v for k, v in datamodule.describe().items()}}
-    log_run_metadata(logger, cfg, derived, _hydra_overrides(),
-                     {"data.fingerprint": datamodule.fingerprint, "run_dir": str(cfg.paths.run_dir)})
-    log_dataset_input(logger.experiment, logger.run_id, datamodule, dict(cfg.data.get("options") or {}))
-    logger.experiment.log_text(logger.run_id, datamodule.report() + "\n", "data/columns.txt")
+    existing = logger.experiment.get_run(logger.run_id).data.params if cfg.logger.get("run_id") else None
+    return run_record(cfg, derived, _hydra_overrides(),
+                      {"data.fingerprint": datamodule.fingerprint, "run_dir": str(cfg.paths.run_dir)},
+                      dataset_input(datamodule, dict(cfg.data.get("options") or {})), datamodule.report() + "\n",
+                      existing)
 
 
 def _test(trainer: Any, module: Any, datamodule: Any, cfg: DictConfig, metrics: dict[str, float]) -> int:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
@@ -71,6 +72,28 @@ def _as_job(cfg: Any) -> Any:
     return OmegaConf.masked_copy(cfg, [str(key) for key in cfg if key != "hydra"])
 
 
+def _records(outputs: Path) -> dict[str, dict[str, Any]]:
+    """What each run recorded as it opened: params, tags, config files, column report, dataset entry."""
+    client = MlflowClient(store_uri(outputs))
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=1000)
+    records = {}
+    for run in runs:
+        folder = Path(client.download_artifacts(run.info.run_id, "", str(outputs / "read" / run.info.run_id)))
+        texts: dict[str, Any] = {str(path.relative_to(folder)): path.read_text().replace(str(outputs), "OUT")
+                                 for path in sorted(folder.rglob("*")) if path.suffix in (".yaml", ".txt", ".diff")}
+        # These configs alone keep Hydra's own node, which a launcher takes off every job's config.
+        texts["config/config.yaml"] = {k: v for k, v in yaml.safe_load(texts["config/config.yaml"]).items()
+                                       if k != "hydra"}
+        records[run.data.tags["case"]] = {
+            "params": {k: v.replace(str(outputs), "OUT") for k, v in run.data.params.items()
+                       if not k.startswith("hydra.")},
+            "tags": {k: v.replace(str(outputs), "OUT") for k, v in run.data.tags.items() if k != "mlflow.runName"},
+            "files": texts,
+            "datasets": [(d.dataset.name, d.dataset.digest, d.dataset.schema, sorted((t.key, t.value) for t in d.tags))
+                         for d in run.inputs.dataset_inputs]}
+    return records
+
+
 def _histories(outputs: Path) -> dict[str, tuple[str, dict[str, list[tuple[int, float]]]]]:
     client = MlflowClient(store_uri(outputs))
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=1000)
@@ -91,6 +114,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], d
         population = Population(len(members))
         for i in range(len(members)):
             population.open(i, _as_job(_config(together, group, i)))
+        objectives[f"{group}-writer"] = population.writer is not None
         population.train()
         for i in range(len(members)):
             _config(together, group, i)
@@ -101,7 +125,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], d
     alone_objectives = {}
     for group, i in CASES:
         alone_objectives[f"{group}-{i}"] = train(_config(alone, group, i))["val/loss_best"]
-    return _histories(together), _histories(alone), {"together": objectives, "alone": alone_objectives}
+    return _histories(together), _histories(alone), {"together": objectives, "alone": alone_objectives,
+                                                     "records": (_records(together), _records(alone))}
 
 
 @pytest.mark.parametrize(("group", "i"), CASES, ids=[f"{g}-{i}" for g, i in CASES])
@@ -116,6 +141,25 @@ def test_a_member_logs_what_the_same_config_logs_alone(trained: Any, group: str,
         tolerance = TOLERANCE.get(group, {"rel": 1e-5, "abs": 1e-6})
         assert [v for _, v in got[key]] == pytest.approx([v for _, v in series], **tolerance), key
     assert objectives["together"][case] == pytest.approx(objectives["alone"][case], **TOLERANCE.get(group, {}))
+
+
+@pytest.mark.parametrize(("group", "i"), CASES, ids=[f"{g}-{i}" for g, i in CASES])
+def test_a_member_records_what_the_same_config_records_alone(trained: Any, group: str, i: int) -> None:
+    """Params, tags, config files, column report and dataset entry: the same, whether the record was
+    written by the population's record writer (a worker process, from 8 members on) or here."""
+    together, alone = trained[2]["records"]
+    case = f"{group}-{i}"
+    got, want = together[case], alone[case]
+    assert got["files"] == want["files"] and set(got["files"]) >= {"config/config.yaml", "data/columns.txt"}
+    assert got["params"] == want["params"]
+    assert got["tags"] == want["tags"]
+    assert got["datasets"] == want["datasets"] and len(got["datasets"]) == 1
+
+
+def test_a_large_population_writes_its_records_in_a_worker(trained: Any) -> None:
+    """The 12-member population's records went through the record writer; the 2-member ones' did not."""
+    objectives = trained[2]["together"]
+    assert objectives["adam_fixes-writer"] is True and objectives["sgd-writer"] is False
 
 
 def test_the_stopping_rules_stopped_members_early(trained: Any) -> None:

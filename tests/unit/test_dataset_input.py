@@ -10,7 +10,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from experiments.data.datamodule import TabularDataModule
-from experiments.tracking.dataset import log_dataset_input
+from experiments.tracking.dataset import dataset_input, log_dataset_input
 from tests.conftest import store_uri
 
 OPTIONS = {"n_samples": 60, "n_features": 3}
@@ -46,7 +46,7 @@ def _setup(tmp_path: Path) -> tuple[MlflowClient, str, str, TabularDataModule]:
 def test_the_run_that_loses_the_race_is_linked_to_the_dataset_the_other_filed(tmp_path: Path) -> None:
     client, mine, rival, datamodule = _setup(tmp_path)
     racing = _LosesTheRace(client, rival, RACE)
-    log_dataset_input(racing, mine, datamodule, dict(OPTIONS))
+    log_dataset_input(racing, mine, dataset_input(datamodule, dict(OPTIONS)))
     assert racing.calls == 2
     (entry,) = client.get_run(mine).inputs.dataset_inputs
     (rival_entry,) = client.get_run(rival).inputs.dataset_inputs
@@ -57,5 +57,5 @@ def test_any_other_refusal_is_not_retried(tmp_path: Path) -> None:
     client, mine, rival, datamodule = _setup(tmp_path)
     racing = _LosesTheRace(client, rival, "RESOURCE_DOES_NOT_EXIST: Run 'x' not found")
     with pytest.raises(MlflowException, match="not found"):
-        log_dataset_input(racing, mine, datamodule, dict(OPTIONS))
+        log_dataset_input(racing, mine, dataset_input(datamodule, dict(OPTIONS)))
     assert racing.calls == 1 and not client.get_run(mine).inputs.dataset_inputs

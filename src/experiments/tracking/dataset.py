@@ -45,16 +45,16 @@ def schema_sample(frame: Any) -> Any:
 _ALREADY_FILED = ("dataset_pk", "datasets.experiment_id", "datasets.PRIMARY")
 
 
-def log_dataset_input(client: Any, run_id: str, datamodule: Any, options: dict[str, Any]) -> None:
+def log_dataset_input(client: Any, run_id: str, entry: Any) -> None:
+    """Link the run to `entry` (a `DatasetInput`, see `dataset_input`), filing the dataset if it is new."""
     from mlflow.exceptions import MlflowException
 
-    datasets = [_dataset_input(datamodule, options)]
     try:
-        client.log_inputs(run_id, datasets=datasets)
+        client.log_inputs(run_id, datasets=[entry])
     except MlflowException as err:
         if not any(mark in str(err) for mark in _ALREADY_FILED):
             raise
-        client.log_inputs(run_id, datasets=datasets)
+        client.log_inputs(run_id, datasets=[entry])
 
 
 # The entry is the same for every run on the same table and options (a population's members, a sweep's
@@ -62,7 +62,7 @@ def log_dataset_input(client: Any, run_id: str, datamodule: Any, options: dict[s
 _INPUTS: dict[tuple[str, ...], Any] = {}
 
 
-def _dataset_input(datamodule: Any, options: dict[str, Any]) -> Any:
+def dataset_input(datamodule: Any, options: dict[str, Any]) -> Any:
     import mlflow.data
     from mlflow.entities import Dataset, DatasetInput, InputTag
 

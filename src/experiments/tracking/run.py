@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import logging
-import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from experiments.paths import project_root
 from experiments.tracking.logger import EpochMLFlowLogger
-from experiments.tracking.metadata import environment_tags, git_state
-from experiments.tracking.params import flatten_params
 from experiments.tracking.server import server_unreachable, unreachable_sentence
 from experiments.tracking.store import prepare_experiment, resolve_tracking_uri
 from experiments.tracking.sweep_points import FAILURE_REASON_TAG
@@ -31,43 +26,6 @@ def build_logger(cfg: DictConfig, run_name: str, tags: dict[str, str]) -> EpochM
         tags=tags,
         run_id=cfg.logger.get("run_id"),
     )
-
-
-def log_run_metadata(logger: EpochMLFlowLogger, cfg: DictConfig, derived: dict[str, Any],
-                     overrides: list[str], extra_tags: dict[str, str]) -> None:
-    """Params (every config leaf + derived sizes), reproducibility tags, and the config as artifacts."""
-    from mlflow.entities import Param, RunTag
-
-    client, run_id = logger.experiment, logger.run_id
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    params = flatten_params(resolved, skip=("logger.run_id",))  # type: ignore[arg-type]
-    params.update({key: str(value) for key, value in derived.items()})
-    # A run named by `logger.run_id` may already hold them (MLflow refuses changes); a new run holds none.
-    existing = client.get_run(run_id).data.params if cfg.logger.get("run_id") else {}
-    entries = [Param(k, v) for k, v in params.items() if k not in existing]
-
-    git = git_state(project_root())
-    tags = {
-        **environment_tags(),
-        "git.commit": git["commit"],
-        "git.dirty": git["dirty"],
-        "mlflow.source.git.commit": git["commit"],
-        "overrides": " ".join(overrides),
-        **extra_tags,
-    }
-    # The tags ride with the first 100 params (MLflow's per-call limit): one store write fewer per run.
-    batches = [entries[start : start + 100] for start in range(0, len(entries), 100)] or [[]]
-    client.log_batch(run_id, params=batches[0], tags=[RunTag(k, str(v)) for k, v in tags.items()])
-    for batch in batches[1:]:
-        client.log_batch(run_id, params=batch)
-
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        (folder / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        (folder / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(list(overrides))))
-        if git["diff"]:
-            (folder / "git.diff").write_text(git["diff"])
-        client.log_artifacts(run_id, str(folder), artifact_path="config")
 
 
 def log_trained_model(logger: EpochMLFlowLogger, model: Any, example: Any, epoch: int = 0) -> None:
