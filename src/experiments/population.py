@@ -12,6 +12,7 @@ initial weights, data order and dropout draws; its optimizer options are those o
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, read_write
@@ -19,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf, read_write
 from experiments.errors import instantiated
 from experiments.population_grouping import SHARED_OPTIMIZER_KEYS
 from experiments.population_member import Member, curve_series, finish, finish_failed, plots_curve
+from experiments.population_writer import population_writer_for, wait_for_files, wait_for_record
 from experiments.timing import mark, marked
 from experiments.train import (
     check_against_the_data,
@@ -42,24 +44,37 @@ class Population:
         self.memory_bytes = memory_bytes
         self.datamodule: Any = None
         self.plots: Any = None  # a `plot_worker.PlotWorker` drawing the members' learning curves, or None
-        self.writer: Any = None  # a `tracking.record_writer.RecordWriter` writing their opening records, or None
-        self._writer_asked = False
+        # A `population_writer.PopulationWriter` writing the jobs' files and the members' opening records
+        # while the next members open, or None; and each job's files, as handed to it.
+        self.writer: Any = population_writer_for(size)
+        self.job_files: dict[int, tuple[Any, Path, dict[str, Any]]] = {}
 
     # -- per job, in its Hydra context ------------------------------------------------------------
+    def save_job_files(self, index: int, folder: Path, configs: dict[str, Any]) -> None:
+        """Save job `index`'s configs (name → config) as YAML in `folder`, as `OmegaConf.save` does: by
+        the population writer (waited for as the job closes), or here and now."""
+        if self.writer is None:
+            folder.mkdir(parents=True, exist_ok=True)
+            for name, config in configs.items():
+                OmegaConf.save(config, folder / name)
+            return
+        values = {name: OmegaConf.to_container(config, enum_to_str=True) for name, config in configs.items()}
+        self.job_files[index] = (self.writer.submit_files(folder, values), folder, values)
+
     def open(self, index: int, cfg: DictConfig) -> None:
         """Check the job's config, build its network under its seed and open its MLflow run."""
-        import lightning.pytorch as pl
-        import torch
-
-        from experiments.console import quiet_lightning_warnings
-        from experiments.models.population_net import generator_like_global
-
         mark("member_open_start")
         validate_config(cfg)
         # Resolved once, in place, here in the job's Hydra context (its run dir): training and closing
         # happen outside of it, and every later reading (params, config.yaml) is then a plain walk.
         with read_write(cfg):
             OmegaConf.resolve(cfg)
+        import lightning.pytorch as pl
+        import torch
+
+        from experiments.console import quiet_lightning_warnings
+        from experiments.models.population_net import generator_like_global
+
         quiet_lightning_warnings()
         if self.datamodule is None:
             pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -91,9 +106,9 @@ class Population:
             raise member.error
         mark("member_close_start")
         try:
+            if index in self.job_files:
+                wait_for_files(*self.job_files.pop(index))
             if member.written is not None:
-                from experiments.tracking.record_writer import wait_for_record
-
                 wait_for_record(member.written, member.logger.experiment, member.logger.run_id, member.record)
             objective = finish(member, self.datamodule, self.plots)
         except BaseException as err:
@@ -149,19 +164,14 @@ class Population:
             self.writer = None
 
     def _record(self, member: Member, derived: dict[str, Any]) -> None:
-        """The member's opening record: built here, in its job's context, and written by the record writer
-        (waited for as its run closes), or here and now."""
-        if not self._writer_asked:
-            from experiments.tracking.record_writer import record_writer_for
-
-            self._writer_asked = True
-            self.writer = record_writer_for(len(self.members))
+        """The member's opening record: built here, in its job's context, and written by the population
+        writer (waited for as its run closes), or here and now."""
         cfg, logger = member.cfg, member.logger
         if self.writer is None or cfg.get("resume"):
             record_run_start(logger, cfg, self.datamodule, derived)
             return
         member.record = new_run_record(logger, cfg, self.datamodule, derived)
-        member.written = self.writer.submit(logger.experiment.tracking_uri, logger.run_id, member.record)
+        member.written = self.writer.submit_record(logger.experiment.tracking_uri, logger.run_id, member.record)
 
     def _chunks(self, opened: list[Member]) -> list[list[Member]]:
         from experiments.sizing import available_memory_bytes, member_memory_bytes

@@ -26,7 +26,7 @@ class Member:
     n_params: int = 0
     error: BaseException | None = None  # what ended it before or during training
     # Its opening record (`tracking.run_record.RunRecord`) and the future of its writing, when a worker
-    # process writes it (`tracking.record_writer`).
+    # process writes it (`population_writer`).
     record: Any = None
     written: Any = None
     # Filled in by training: where it stands (models/population_module.MemberState), its settings,

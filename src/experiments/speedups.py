@@ -16,8 +16,9 @@ upgrade can make a run slower but never wrong.
   `get_overrides_dirname`).
 - `plot_worker`: a population's learning curves are drawn in a worker process while its runs are closed
   (`plot_worker.py`; public `concurrent.futures`).
-- `record_writer`: a population's members' opening records (params, tags, config, dataset) are written in
-  a worker process while the next members open (`tracking/record_writer.py`; public `concurrent.futures`).
+- `population_writer`: a population's job files (`.hydra/`) and its members' opening records (params, tags,
+  config, dataset) are written in a worker process while the next members open (`population_writer.py`;
+  public `concurrent.futures`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from contextlib import contextmanager
 
 SWITCH_ENV = "EXPERIMENTS_NO_SPEEDUPS"
 NAMES = ("gc_pause", "requirements_map", "fast_exit", "sweep_config_cache", "compose_template", "plot_worker",
-         "record_writer")
+         "population_writer")
 # The fast exit's older switch, kept working: EXPERIMENTS_NORMAL_EXIT=1.
 NORMAL_EXIT_ENV = "EXPERIMENTS_NORMAL_EXIT"
 
@@ -131,6 +132,24 @@ def exit_fast(code: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def leave_fast_at_exit() -> None:
+    """In a worker process (`ProcessPoolExecutor(initializer=...)`): as its interpreter exits, leave
+    without the module-by-module teardown, as `exit_fast` does for the main process. Its pool waits for
+    it to end, and a worker that loaded MLflow or Matplotlib takes a while to tear down. An atexit hook
+    runs after the worker's last task and its threads are done."""
+    import atexit
+
+    if not enabled("fast_exit") or sys.version_info[:2] not in _PYTHON_MEASURED:
+        return
+
+    def leave() -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+    atexit.register(leave)
 
 
 # --- sweep_config_cache, compose_template -------------------------------------------------------------

@@ -157,3 +157,53 @@ def test_optuna_batches_trials_into_populations_resumes_and_prunes_a_member(tmp_
             assert run.info.status == "FINISHED"
             assert trial.value == pytest.approx(run.data.metrics["val/loss_best"])
     assert parent.info.status == "FINISHED"
+
+
+def _masked(text: str, outputs: Path) -> str:
+    """`text` with where a sweep wrote (its outputs and the time-stamped sweep folder) masked."""
+    (sweep_dir,) = (outputs / "multiruns").glob("*/*")
+    return text.replace(str(sweep_dir), "SWEEP").replace(str(outputs), "OUT")
+
+
+def _job_files(outputs: Path) -> dict[str, str]:
+    """Every job's saved Hydra files, by job number and name."""
+    (sweep_dir,) = (outputs / "multiruns").glob("*/*")
+    return {str(path.relative_to(sweep_dir)): _masked(path.read_text(), outputs)
+            for path in sorted(sweep_dir.glob("*/.hydra/*.yaml"))}
+
+
+def test_a_large_population_saves_the_job_files_and_records_its_worker_would_not_change(
+        tmp_path: Path, outputs: Path) -> None:
+    """From 8 members, a worker process saves the jobs' Hydra files and writes the runs' opening records
+    while the next members open: the same files and runs as written by the sweep's own process."""
+    grid = [POPULATION, "optimizer.lr=0.001,0.01", "seed=1,2,3,4", "trainer.max_epochs=2",
+            "data.options.n_samples=300", "logger.log_model=false"]
+    here = tmp_path / "here"
+    sweep(outputs, tmp_path, *grid)
+    result = run_cli(["train", "-m", f"paths.output_dir={here}", *FAST, *grid], cwd=tmp_path,
+                     env={"EXPERIMENTS_NO_SPEEDUPS": "population_writer"})
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    files, files_here = _job_files(outputs), _job_files(here)
+    assert len(files) == 8 * 3 and set(files) == set(files_here)
+    assert files == files_here
+    assert "seed=4" in files["7/.hydra/overrides.yaml"] and "task:" in files["7/.hydra/hydra.yaml"]
+
+    client, _, children = parent_and_children(outputs)
+    client_here, _, children_here = parent_and_children(here)
+    assert len(children) == len(children_here) == 8
+    for point, run in by_point(children).items():
+        alone = by_point(children_here)[point]
+        assert {run.info.status, alone.info.status} == {"FINISHED"}
+        assert {k: _masked(v, outputs) for k, v in run.data.params.items()} == \
+               {k: _masked(v, here) for k, v in alone.data.params.items()}
+        # Each sweep's own parent run and process; the rest (overrides, git, environment, dataset) the same.
+        own = ("sweep", "mlflow.parentRunId", "sweep.pid", "sweep.invocation")
+        assert {k: _masked(v, outputs) for k, v in run.data.tags.items() if k not in own} \
+            == {k: _masked(v, here) for k, v in alone.data.tags.items() if k not in own}
+        for path in ("config/config.yaml", "config/overrides.yaml", "data/columns.txt"):
+            got = Path(client.download_artifacts(run.info.run_id, path, str(tmp_path / "a" / run.info.run_id)))
+            want = Path(client_here.download_artifacts(alone.info.run_id, path, str(tmp_path / "b" / alone.info.run_id)))
+            assert _masked(got.read_text(), outputs) == _masked(want.read_text(), here), path
+        assert [d.dataset.digest for d in run.inputs.dataset_inputs] == \
+               [d.dataset.digest for d in alone.inputs.dataset_inputs]

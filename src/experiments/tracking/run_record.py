@@ -1,7 +1,7 @@
 """What a new run records as it opens: params (every config leaf and derived size), reproducibility tags,
 the config files, its dataset entry and the column report. Built from the config in the process that
 trains, written by `write_run_record`: there for a run alone, in a worker process for a population's
-members (`tracking/record_writer.py`), so a record holds only plain, picklable values."""
+members (`population_writer.py`), so a record holds only plain, picklable values."""
 
 from __future__ import annotations
 
@@ -22,7 +22,9 @@ from experiments.tracking.params import flatten_params
 class RunRecord:
     params: list[Any]  # mlflow.entities.Param
     tags: list[Any]  # mlflow.entities.RunTag
-    config_files: dict[str, str]  # name → text, logged under `config/`
+    config: Any  # the resolved config as plain values, logged as config/config.yaml
+    overrides: list[str]  # the job's overrides, logged as config/overrides.yaml
+    git_diff: str  # uncommitted changes, logged as config/git.diff when there are any
     dataset: Any  # mlflow.entities.DatasetInput
     columns: str  # the column report, logged as data/columns.txt
 
@@ -45,13 +47,9 @@ def run_record(cfg: DictConfig, derived: dict[str, Any], overrides: list[str], e
         "overrides": " ".join(overrides),
         **extra_tags,
     }
-    files = {"config.yaml": OmegaConf.to_yaml(cfg, resolve=True),
-             "overrides.yaml": OmegaConf.to_yaml(OmegaConf.create(list(overrides)))}
-    if git["diff"]:
-        files["git.diff"] = git["diff"]
     return RunRecord(params=[Param(k, v) for k, v in params.items() if k not in existing],
-                     tags=[RunTag(k, str(v)) for k, v in tags.items()], config_files=files, dataset=dataset,
-                     columns=columns)
+                     tags=[RunTag(k, str(v)) for k, v in tags.items()], config=resolved, overrides=list(overrides),
+                     git_diff=git["diff"], dataset=dataset, columns=columns)
 
 
 def write_run_record(client: Any, run_id: str, record: RunRecord) -> None:
@@ -62,8 +60,11 @@ def write_run_record(client: Any, run_id: str, record: RunRecord) -> None:
     for batch in batches[1:]:
         client.log_batch(run_id, params=batch)
     with tempfile.TemporaryDirectory() as tmp:
-        for name, text in record.config_files.items():
-            (Path(tmp) / name).write_text(text)
+        # Rendered here, from plain values, as `OmegaConf.to_yaml(cfg, resolve=True)` renders the config.
+        (Path(tmp) / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(record.config)))
+        (Path(tmp) / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(record.overrides)))
+        if record.git_diff:
+            (Path(tmp) / "git.diff").write_text(record.git_diff)
         client.log_artifacts(run_id, tmp, artifact_path="config")
     log_dataset_input(client, run_id, record.dataset)
     client.log_text(run_id, record.columns, "data/columns.txt")

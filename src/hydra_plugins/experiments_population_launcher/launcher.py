@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import copy
+import functools
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
@@ -85,7 +86,8 @@ class PopulationLauncher(Launcher):
             results = [JobReturn() for _ in sweep_configs]
             opened: list[int] = []
             for i, sweep_config in enumerate(sweep_configs):
-                with self._job(sweep_config, results[i], start=True) as task_cfg:
+                save = functools.partial(population.save_job_files, i)
+                with self._job(sweep_config, results[i], start=True, save=save) as task_cfg:
                     try:
                         population.open(i, task_cfg)
                         opened.append(i)
@@ -109,9 +111,11 @@ class PopulationLauncher(Launcher):
         return results
 
     @contextmanager
-    def _job(self, sweep_config: DictConfig, result: JobReturn, start: bool) -> Iterator[DictConfig]:
+    def _job(self, sweep_config: DictConfig, result: JobReturn, start: bool,
+             save: Callable[[Path, dict[str, Any]], None] | None = None) -> Iterator[DictConfig]:
         """The job's Hydra context, as `hydra.core.utils.run_job` sets it up: its output dir and saved
-        configs and the `on_job_start` callbacks when it starts; `on_job_end` when it ends."""
+        configs (by `save(folder, {name: config})`) and the `on_job_start` callbacks when it starts;
+        `on_job_end` when it ends."""
         assert self.hydra_context is not None
         previous = HydraConfig.instance().cfg
         if start:
@@ -125,10 +129,15 @@ class PopulationLauncher(Launcher):
             result.hydra_cfg = HydraConfig.instance().cfg
         else:  # every job's context was opened (start=True) before it is closed
             HydraConfig.instance().cfg = result.hydra_cfg
-        task_cfg = copy.deepcopy(sweep_config) if start else sweep_config
+        # The job's config is the sweep config without Hydra's node, with its flags, as run_job makes it
+        # (a deep copy, less that node): copied without the node, which is half of it.
+        task_cfg = OmegaConf.masked_copy(sweep_config, [str(k) for k in sweep_config if k != "hydra"]) \
+            if start else sweep_config
         if start:
-            with read_write(task_cfg), open_dict(task_cfg):
-                del task_cfg["hydra"]
+            if OmegaConf.is_struct(sweep_config):
+                OmegaConf.set_struct(task_cfg, True)
+            if OmegaConf.is_readonly(sweep_config):
+                OmegaConf.set_readonly(task_cfg, True)
         try:
             if start:
                 Path(str(sweep_config.hydra.runtime.output_dir)).mkdir(parents=True, exist_ok=True)
@@ -139,10 +148,10 @@ class PopulationLauncher(Launcher):
                 configure_log(sweep_config.hydra.job_logging, sweep_config.hydra.verbose)
                 if sweep_config.hydra.output_subdir is not None:
                     folder = Path(str(sweep_config.hydra.runtime.output_dir)) / str(sweep_config.hydra.output_subdir)
-                    folder.mkdir(parents=True, exist_ok=True)
-                    OmegaConf.save(task_cfg, folder / "config.yaml")
-                    OmegaConf.save(result.hydra_cfg, folder / "hydra.yaml")
-                    OmegaConf.save(sweep_config.hydra.overrides.task, folder / "overrides.yaml")
+                    configs = {"config.yaml": task_cfg, "hydra.yaml": result.hydra_cfg,
+                               "overrides.yaml": sweep_config.hydra.overrides.task}
+                    assert save is not None, "a job's start saves its configs"
+                    save(folder, configs)
                 self.hydra_context.callbacks.on_job_start(config=sweep_config, task_function=self.task_function)
             yield task_cfg
             if not start:

@@ -1,0 +1,112 @@
+"""A population's writing done in a worker process while the main process opens the next members: each
+job's Hydra files (`.hydra/config.yaml`, `hydra.yaml`, `overrides.yaml`, rendered from plain values as
+`OmegaConf.save` renders them) and each member's opening MLflow record (`tracking.run_record.RunRecord`).
+Opening a population one member after another leaves a second core idle, and so does its training (one
+thread for small networks), so the worker may fall behind until training ends.
+
+What a job's writing produced is waited for before its run closes: a file or record that could not be
+written fails its job, as it would fail a run alone; a worker that died is replaced by writing it here
+(writing a file or a record twice leaves the same file or run). Off with
+`EXPERIMENTS_NO_SPEEDUPS=population_writer`; not used on one core or for few members."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any
+
+from experiments.speedups import leave_fast_at_exit
+from experiments.tracking.run_record import RunRecord, write_run_record
+
+# Below this, the worker's start-up (~1.5 s of MLflow's imports, on the other core) buys little.
+MIN_MEMBERS = 8
+
+
+class PopulationWriter:
+    """`submit_files` and `submit_record` as a job opens; `wait_for_files` and `wait_for_record` before
+    its run closes."""
+
+    def __init__(self) -> None:
+        # spawn: a fork of a process holding torch's thread pools is unsafe; the child imports MLflow only.
+        self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=leave_fast_at_exit)
+        self._pool.submit(_ready)  # started now: its imports overlap the first members' opening
+
+    def submit_files(self, folder: Path, files: dict[str, Any]) -> Future:
+        """`files`: name → a config as plain values (`OmegaConf.to_container`), saved as YAML in `folder`."""
+        return self._submit(save_yaml_files, folder, files)
+
+    def submit_record(self, uri: str, run_id: str, record: RunRecord) -> Future:
+        return self._submit(_write_record, uri, run_id, record)
+
+    def _submit(self, work: Any, *args: Any) -> Future:
+        try:
+            return self._pool.submit(work, *args)
+        except BrokenProcessPool as err:  # its worker died earlier: the waiting side writes it here
+            refused: Future = Future()
+            refused.set_exception(err)
+            return refused
+
+    def close(self) -> None:
+        """Once every job is closed: what is still queued (the files of a job that failed as it opened) is written."""
+        self._pool.shutdown(wait=True)
+
+
+def save_yaml_files(folder: Path, files: dict[str, Any]) -> None:
+    """Each config as `OmegaConf.save` writes it (the same text: it renders a config's plain values)."""
+    from omegaconf import OmegaConf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, values in files.items():
+        OmegaConf.save(OmegaConf.create(values), folder / name)
+
+
+def wait_for_files(written: Future, folder: Path, files: dict[str, Any]) -> None:
+    """Return once the files are saved; raise what stopped them."""
+    try:
+        written.result()
+    except BrokenProcessPool:  # the worker died (killed, out of memory): saved here instead
+        save_yaml_files(folder, files)
+
+
+def wait_for_record(written: Future, client: Any, run_id: str, record: RunRecord) -> None:
+    """Return once the record is in the run; raise what the store said if it refused it."""
+    try:
+        written.result()
+    except BrokenProcessPool:  # the worker died: written here instead
+        write_run_record(client, run_id, record)
+
+
+_CLIENTS: dict[str, Any] = {}
+
+
+def _write_record(uri: str, run_id: str, record: RunRecord) -> None:
+    """In the worker: one client per store, as a run's logger holds one."""
+    from mlflow import MlflowClient
+
+    from experiments.timing import marked
+
+    if uri not in _CLIENTS:
+        _CLIENTS[uri] = MlflowClient(uri)
+    with marked("member_record_write"):
+        write_run_record(_CLIENTS[uri], run_id, record)
+
+
+def _ready() -> None:
+    """The worker's first task: load what writing needs."""
+    import mlflow.tracking  # noqa: F401
+    import omegaconf  # noqa: F401
+
+
+def population_writer_for(members: int) -> PopulationWriter | None:
+    from experiments.speedups import enabled
+
+    if not enabled("population_writer") or members < MIN_MEMBERS or (os.cpu_count() or 1) < 2:
+        return None
+    try:
+        return PopulationWriter()
+    except OSError:  # no process can be started here (a limit, a sandbox): everything is written in this one
+        return None

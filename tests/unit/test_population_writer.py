@@ -1,0 +1,159 @@
+"""The worker process that writes a population's job files and its members' opening records: what lands
+in each run and file (the same text as written in the main process), a record the store refuses (its job
+fails with what the store said), and a worker that died (the main process writes instead)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mlflow.entities import Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+
+from experiments import population_writer
+from experiments.data.datamodule import TabularDataModule
+from experiments.population_writer import (
+    PopulationWriter,
+    population_writer_for,
+    save_yaml_files,
+    wait_for_files,
+    wait_for_record,
+)
+from experiments.tracking.dataset import dataset_input
+from experiments.tracking.run_record import RunRecord, run_record
+from tests.conftest import compose_train_config, store_uri
+
+OPTIONS = {"n_samples": 60, "n_features": 3}
+
+
+def _record(datamodule: TabularDataModule, lr: str) -> RunRecord:
+    return RunRecord(params=[Param("optimizer.lr", lr), Param(f"p{lr}", "x")] + [Param(f"n{i}", str(i)) for i in range(150)],
+                     tags=[RunTag("fix", "none")], config={"optimizer": {"lr": float(lr)}}, overrides=[f"optimizer.lr={lr}"],
+                     git_diff="", dataset=dataset_input(datamodule, dict(OPTIONS)), columns="3 numeric columns\n")
+
+
+def _setup(tmp_path: Path, runs: int) -> tuple[MlflowClient, list[str], TabularDataModule]:
+    client = MlflowClient(store_uri(tmp_path))
+    experiment = client.create_experiment("writer")
+    datamodule = TabularDataModule("seed_random", dict(OPTIONS))
+    datamodule.setup("fit")
+    return client, [client.create_run(experiment).info.run_id for _ in range(runs)], datamodule
+
+
+def test_each_record_lands_in_its_own_run(tmp_path: Path) -> None:
+    client, run_ids, datamodule = _setup(tmp_path, 3)
+    writer = PopulationWriter()
+    try:
+        records = [_record(datamodule, lr) for lr in ("0.1", "0.01", "0.001")]
+        written = [writer.submit_record(store_uri(tmp_path), run_id, record) for run_id, record in zip(run_ids, records)]
+        for future, run_id, record in zip(written, run_ids, records):
+            wait_for_record(future, client, run_id, record)
+    finally:
+        writer.close()
+    for run_id, lr in zip(run_ids, ("0.1", "0.01", "0.001")):
+        run = client.get_run(run_id)
+        assert run.data.params["optimizer.lr"] == lr and len(run.data.params) == 152  # past MLflow's 100 a call
+        assert run.data.tags["fix"] == "none"
+        assert Path(client.download_artifacts(run_id, "config/config.yaml", str(tmp_path / run_id))).read_text() \
+            == f"optimizer:\n  lr: {lr}\n"
+        assert Path(client.download_artifacts(run_id, "config/overrides.yaml", str(tmp_path / run_id))).read_text() \
+            == f"- optimizer.lr={lr}\n"
+        assert client.download_artifacts(run_id, "data/columns.txt", str(tmp_path / run_id))
+        (entry,) = run.inputs.dataset_inputs
+        assert entry.dataset.digest == datamodule.fingerprint
+
+
+def test_a_record_the_store_refuses_is_raised_to_the_caller(tmp_path: Path) -> None:
+    client, (run_id,), datamodule = _setup(tmp_path, 1)
+    writer = PopulationWriter()
+    try:
+        record = _record(datamodule, "0.1")
+        client.log_param(run_id, "optimizer.lr", "0.5")  # MLflow refuses to change a param once logged
+        with pytest.raises(MlflowException, match="optimizer.lr"):
+            wait_for_record(writer.submit_record(store_uri(tmp_path), run_id, record), client, run_id, record)
+    finally:
+        writer.close()
+    assert client.get_run(run_id).data.params["optimizer.lr"] == "0.5"
+
+
+def test_a_record_whose_worker_died_is_written_here(tmp_path: Path) -> None:
+    client, (run_id,), datamodule = _setup(tmp_path, 1)
+    writer = PopulationWriter()
+    try:
+        (process,) = writer._pool._processes.values()
+        process.kill()
+        process.join(10)
+        record = _record(datamodule, "0.1")
+        wait_for_record(writer.submit_record(store_uri(tmp_path), run_id, record), client, run_id, record)
+    finally:
+        writer.close()
+    run = client.get_run(run_id)
+    assert run.data.params["optimizer.lr"] == "0.1" and run.inputs.dataset_inputs
+
+
+def test_a_small_population_or_a_switched_off_writer_writes_in_the_main_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(population_writer.os, "cpu_count", lambda: 2)
+    assert population_writer_for(population_writer.MIN_MEMBERS - 1) is None
+    monkeypatch.setenv("EXPERIMENTS_NO_SPEEDUPS", "population_writer")
+    assert population_writer_for(64) is None
+
+
+# Values whose YAML is easy to get wrong: strings that read as other types, an escaped interpolation, an
+# unresolved one, a missing value, a list of overrides.
+TRICKY = ["+tags.version='1.0'", "+tags.flag='null'", "+tags.literal='\\${not.this}'",
+          "+tags.where=${paths.output_dir}", "+tags.empty=''"]
+
+
+def test_a_jobs_files_from_the_worker_are_the_files_omegaconf_saves(tmp_path: Path) -> None:
+    cfg = compose_train_config(tmp_path / "outputs", TRICKY)
+    job = OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"])
+    configs = {"config.yaml": job, "hydra.yaml": OmegaConf.masked_copy(cfg, "hydra"),
+               "overrides.yaml": cfg.hydra.overrides.task}
+    here, there = tmp_path / "here", tmp_path / "there"
+    here.mkdir()
+    for name, config in configs.items():
+        OmegaConf.save(config, here / name)
+    values = {name: OmegaConf.to_container(config, enum_to_str=True) for name, config in configs.items()}
+    writer = PopulationWriter()
+    try:
+        wait_for_files(writer.submit_files(there, values), there, values)
+    finally:
+        writer.close()
+    for name in configs:
+        assert (there / name).read_text() == (here / name).read_text(), name
+    assert "${paths.output_dir}" in (there / "config.yaml").read_text()  # saved unresolved, as Hydra saves it
+
+
+def test_a_records_config_file_is_the_resolved_config_omegaconf_writes(tmp_path: Path) -> None:
+    cfg = compose_train_config(tmp_path / "outputs", TRICKY)
+    job = OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"])
+    client, (run_id,), datamodule = _setup(tmp_path, 1)
+    record = run_record(job, {}, ["seed=1"], {}, dataset_input(datamodule, dict(OPTIONS)), "columns\n")
+    writer = PopulationWriter()
+    try:
+        wait_for_record(writer.submit_record(store_uri(tmp_path), run_id, record), client, run_id, record)
+    finally:
+        writer.close()
+    logged = Path(client.download_artifacts(run_id, "config/config.yaml", str(tmp_path / "read"))).read_text()
+    assert logged == OmegaConf.to_yaml(job, resolve=True)
+    assert str(tmp_path / "outputs") in logged and "${not.this}" in logged
+
+
+def test_files_whose_worker_died_are_saved_here(tmp_path: Path) -> None:
+    writer = PopulationWriter()
+    try:
+        (process,) = writer._pool._processes.values()
+        process.kill()
+        process.join(10)
+        values = {"overrides.yaml": ["seed=1", "optimizer.lr=0.1"]}
+        wait_for_files(writer.submit_files(tmp_path, values), tmp_path, values)
+    finally:
+        writer.close()
+    assert (tmp_path / "overrides.yaml").read_text() == "- seed=1\n- optimizer.lr=0.1\n"
+
+
+def test_save_yaml_files_makes_the_folder(tmp_path: Path) -> None:
+    save_yaml_files(tmp_path / "a" / ".hydra", {"overrides.yaml": []})
+    assert (tmp_path / "a" / ".hydra" / "overrides.yaml").read_text() == "[]\n"
