@@ -91,8 +91,17 @@ def _write_record(uri: str, run_id: str, record: RunRecord) -> None:
 
     if uri not in _CLIENTS:
         _CLIENTS[uri] = MlflowClient(uri)
-    with marked("member_record_write"):
-        write_run_record(_CLIENTS[uri], run_id, record)
+    try:
+        with marked("member_record_write"):
+            write_run_record(_CLIENTS[uri], run_id, record)
+    except Exception as err:
+        import requests
+
+        from experiments.tracking.server import server_unreachable
+
+        if server_unreachable(err):  # what it was raised from does not cross processes: said in its type
+            raise requests.exceptions.ConnectionError(str(err)) from None
+        raise
 
 
 def _ready() -> None:

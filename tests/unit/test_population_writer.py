@@ -157,3 +157,28 @@ def test_files_whose_worker_died_are_saved_here(tmp_path: Path) -> None:
 def test_save_yaml_files_makes_the_folder(tmp_path: Path) -> None:
     save_yaml_files(tmp_path / "a" / ".hydra", {"overrides.yaml": []})
     assert (tmp_path / "a" / ".hydra" / "overrides.yaml").read_text() == "[]\n"
+
+
+def test_a_tracking_server_that_does_not_answer_is_reported_as_such(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The main process tells a server that did not answer the worker's writes from any other refusal, as
+    it does for its own writes: the job then fails with the one sentence that says so."""
+    import socket
+
+    from experiments.tracking.server import in_one_sentence, server_unreachable
+
+    with socket.socket() as probe:  # a port nothing listens on: every request is refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    _, _, datamodule = _setup(tmp_path, 0)
+    record = _record(datamodule, "0.1")
+    writer = PopulationWriter()
+    try:
+        with pytest.raises(Exception) as raised:
+            wait_for_record(writer.submit_record(f"http://127.0.0.1:{port}", "abc", record), None, "abc", record)
+    finally:
+        writer.close()
+    assert server_unreachable(raised.value)
+    sentence = str(in_one_sentence(raised.value, in_sweep=True))
+    assert sentence.startswith(f"the tracking server at http://127.0.0.1:{port} did not answer"), sentence
