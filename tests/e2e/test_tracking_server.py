@@ -71,3 +71,24 @@ def test_a_sweep_logs_its_parent_and_children_to_the_server(server: str, tmp_pat
     assert sorted(c.data.params["model.activation"] for c in children) == ["relu", "tanh"]
     assert {c.info.status for c in children} == {"FINISHED"}
     assert not (outputs / "mlflow.db").exists()
+
+
+def test_a_large_population_records_its_members_on_the_server(server: str, tmp_path: Path, outputs: Path) -> None:
+    """From 8 members a worker process writes the members' opening records, here through the server (its
+    API and its artifact proxy): every member's run is as complete as the sweep's own writes make it."""
+    result = run_cli(["train", "-m", f"paths.output_dir={outputs}", f"logger.tracking_uri={server}",
+                      "logger.experiment_name=server-population", "logger.log_model=false", *QUICK,
+                      "hydra/launcher=population", "optimizer.lr=0.001,0.01", "seed=1,2,3,4"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Training 8 runs as one population" in result.stdout
+
+    client, runs = _runs(server, "server-population")
+    children = [r for r in runs if r.data.tags.get("sweep.role") == "child"]
+    assert len(children) == 8 and {c.info.status for c in children} == {"FINISHED"}
+    for child in children:
+        assert child.data.params["optimizer.lr"] in ("0.001", "0.01") and "overrides" in child.data.tags
+        assert child.inputs.dataset_inputs, child.info.run_name
+        files = {a.path for a in client.list_artifacts(child.info.run_id, "config")}
+        assert {"config/config.yaml", "config/overrides.yaml"} <= files
+        assert {a.path for a in client.list_artifacts(child.info.run_id, "data")} == {"data/columns.txt"}
+    assert not (outputs / "mlflow.db").exists()
