@@ -12,6 +12,9 @@ initial weights, data order and dropout draws; its optimizer options are those o
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +23,9 @@ from omegaconf import DictConfig, OmegaConf, read_write
 from experiments.errors import instantiated
 from experiments.population_grouping import SHARED_OPTIMIZER_KEYS
 from experiments.population_member import Member, curve_series, finish, finish_failed, plots_curve
-from experiments.population_writer import population_writer_for, wait_for_files, wait_for_record
+from experiments.population_writer import population_writer_for, save_yaml_files, wait_for
 from experiments.timing import mark, marked
+from experiments.tracking.run_record import write_run_record
 from experiments.train import (
     check_against_the_data,
     network_for_data,
@@ -45,9 +49,10 @@ class Population:
         self.datamodule: Any = None
         self.plots: Any = None  # a `plot_worker.PlotWorker` drawing the members' learning curves, or None
         # A `population_writer.PopulationWriter` writing the jobs' files and the members' opening records
-        # while the next members open, or None; and each job's files, as handed to it.
+        # while the next members open, or None; and, per job, what it is writing (its future, and the same
+        # writing done here should the worker die).
         self.writer: Any = population_writer_for(size)
-        self.job_files: dict[int, tuple[Any, Path, dict[str, Any]]] = {}
+        self.pending: dict[int, list[tuple[Future, Callable[[], None]]]] = {}
 
     # -- per job, in its Hydra context ------------------------------------------------------------
     def save_job_files(self, index: int, folder: Path, configs: dict[str, Any]) -> None:
@@ -59,7 +64,8 @@ class Population:
                 OmegaConf.save(config, folder / name)
             return
         values = {name: OmegaConf.to_container(config, enum_to_str=True) for name, config in configs.items()}
-        self.job_files[index] = (self.writer.submit_files(folder, values), folder, values)
+        self.pending.setdefault(index, []).append(
+            (self.writer.submit_files(folder, values), functools.partial(save_yaml_files, folder, values)))
 
     def open(self, index: int, cfg: DictConfig) -> None:
         """Check the job's config, build its network under its seed and open its MLflow run."""
@@ -93,7 +99,7 @@ class Population:
             with marked("member_run"):
                 member.logger.experiment  # noqa: B018 - opens the run, timed apart from what it records
             with marked("member_record"):
-                self._record(member, derived)
+                self._record(index, member, derived)
         mark("member_open_end")
 
     def close(self, index: int) -> Any:
@@ -106,10 +112,8 @@ class Population:
             raise member.error
         mark("member_close_start")
         try:
-            if index in self.job_files:
-                wait_for_files(*self.job_files.pop(index))
-            if member.written is not None:
-                wait_for_record(member.written, member.logger.experiment, member.logger.run_id, member.record)
+            for written, here in self.pending.pop(index, []):
+                wait_for(written, here)
             objective = finish(member, self.datamodule, self.plots)
         except BaseException as err:
             finish_failed(member, err)
@@ -163,15 +167,17 @@ class Population:
             self.writer.close()
             self.writer = None
 
-    def _record(self, member: Member, derived: dict[str, Any]) -> None:
+    def _record(self, index: int, member: Member, derived: dict[str, Any]) -> None:
         """The member's opening record: built here, in its job's context, and written by the population
         writer (waited for as its run closes), or here and now."""
         cfg, logger = member.cfg, member.logger
-        if self.writer is None or cfg.get("resume"):
+        if self.writer is None:
             record_run_start(logger, cfg, self.datamodule, derived)
             return
-        member.record = new_run_record(logger, cfg, self.datamodule, derived)
-        member.written = self.writer.submit_record(logger.experiment.tracking_uri, logger.run_id, member.record)
+        record = new_run_record(logger, cfg, self.datamodule, derived)
+        self.pending.setdefault(index, []).append(
+            (self.writer.submit_record(logger.experiment.tracking_uri, logger.run_id, record),
+             functools.partial(write_run_record, logger.experiment, logger.run_id, record)))
 
     def _chunks(self, opened: list[Member]) -> list[list[Member]]:
         from experiments.sizing import available_memory_bytes, member_memory_bytes

@@ -25,10 +25,6 @@ class Member:
     generator: Any = None
     n_params: int = 0
     error: BaseException | None = None  # what ended it before or during training
-    # Its opening record (`tracking.run_record.RunRecord`) and the future of its writing, when a worker
-    # process writes it (`population_writer`).
-    record: Any = None
-    written: Any = None
     # Filled in by training: where it stands (models/population_module.MemberState), its settings,
     # test scores, whether its weights are averaged ones, whether it is its population's best.
     state: Any = None

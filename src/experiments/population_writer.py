@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -26,8 +27,7 @@ MIN_MEMBERS = 8
 
 
 class PopulationWriter:
-    """`submit_files` and `submit_record` as a job opens; `wait_for_files` and `wait_for_record` before
-    its run closes."""
+    """`submit_files` and `submit_record` as a job opens; `wait_for` each before its run closes."""
 
     def __init__(self) -> None:
         # spawn: a fork of a process holding torch's thread pools is unsafe; the child imports MLflow only.
@@ -64,20 +64,13 @@ def save_yaml_files(folder: Path, files: dict[str, Any]) -> None:
         OmegaConf.save(OmegaConf.create(values), folder / name)
 
 
-def wait_for_files(written: Future, folder: Path, files: dict[str, Any]) -> None:
-    """Return once the files are saved; raise what stopped them."""
+def wait_for(written: Future, here: Callable[[], None]) -> None:
+    """Return once the worker's writing is done; raise what stopped it (a store's refusal). A worker that
+    died (killed, out of memory) is replaced by `here`: the same writing, in this process."""
     try:
         written.result()
-    except BrokenProcessPool:  # the worker died (killed, out of memory): saved here instead
-        save_yaml_files(folder, files)
-
-
-def wait_for_record(written: Future, client: Any, run_id: str, record: RunRecord) -> None:
-    """Return once the record is in the run; raise what the store said if it refused it."""
-    try:
-        written.result()
-    except BrokenProcessPool:  # the worker died: written here instead
-        write_run_record(client, run_id, record)
+    except BrokenProcessPool:
+        here()
 
 
 _CLIENTS: dict[str, Any] = {}

@@ -18,11 +18,10 @@ from experiments.population_writer import (
     PopulationWriter,
     population_writer_for,
     save_yaml_files,
-    wait_for_files,
-    wait_for_record,
+    wait_for,
 )
 from experiments.tracking.dataset import dataset_input
-from experiments.tracking.run_record import RunRecord, run_record
+from experiments.tracking.run_record import RunRecord, run_record, write_run_record
 from tests.conftest import compose_train_config, store_uri
 
 OPTIONS = {"n_samples": 60, "n_features": 3}
@@ -32,6 +31,10 @@ def _record(datamodule: TabularDataModule, lr: str) -> RunRecord:
     return RunRecord(params=[Param("optimizer.lr", lr), Param(f"p{lr}", "x")] + [Param(f"n{i}", str(i)) for i in range(150)],
                      tags=[RunTag("fix", "none")], config={"optimizer": {"lr": float(lr)}}, overrides=[f"optimizer.lr={lr}"],
                      git_diff="", dataset=dataset_input(datamodule, dict(OPTIONS)), columns="3 numeric columns\n")
+
+
+def _not_here() -> None:
+    pytest.fail("the worker died: the writing fell back to this process, which is not what this test checks")
 
 
 def _setup(tmp_path: Path, runs: int) -> tuple[MlflowClient, list[str], TabularDataModule]:
@@ -49,7 +52,7 @@ def test_each_record_lands_in_its_own_run(tmp_path: Path) -> None:
         records = [_record(datamodule, lr) for lr in ("0.1", "0.01", "0.001")]
         written = [writer.submit_record(store_uri(tmp_path), run_id, record) for run_id, record in zip(run_ids, records)]
         for future, run_id, record in zip(written, run_ids, records):
-            wait_for_record(future, client, run_id, record)
+            wait_for(future, _not_here)
     finally:
         writer.close()
     for run_id, lr in zip(run_ids, ("0.1", "0.01", "0.001")):
@@ -72,7 +75,7 @@ def test_a_record_the_store_refuses_is_raised_to_the_caller(tmp_path: Path) -> N
         record = _record(datamodule, "0.1")
         client.log_param(run_id, "optimizer.lr", "0.5")  # MLflow refuses to change a param once logged
         with pytest.raises(MlflowException, match="optimizer.lr"):
-            wait_for_record(writer.submit_record(store_uri(tmp_path), run_id, record), client, run_id, record)
+            wait_for(writer.submit_record(store_uri(tmp_path), run_id, record), _not_here)
     finally:
         writer.close()
     assert client.get_run(run_id).data.params["optimizer.lr"] == "0.5"
@@ -86,7 +89,7 @@ def test_a_record_whose_worker_died_is_written_here(tmp_path: Path) -> None:
         process.kill()
         process.join(10)
         record = _record(datamodule, "0.1")
-        wait_for_record(writer.submit_record(store_uri(tmp_path), run_id, record), client, run_id, record)
+        wait_for(writer.submit_record(store_uri(tmp_path), run_id, record), lambda: write_run_record(client, run_id, record))
     finally:
         writer.close()
     run = client.get_run(run_id)
@@ -118,7 +121,7 @@ def test_a_jobs_files_from_the_worker_are_the_files_omegaconf_saves(tmp_path: Pa
     values = {name: OmegaConf.to_container(config, enum_to_str=True) for name, config in configs.items()}
     writer = PopulationWriter()
     try:
-        wait_for_files(writer.submit_files(there, values), there, values)
+        wait_for(writer.submit_files(there, values), _not_here)
     finally:
         writer.close()
     for name in configs:
@@ -133,7 +136,7 @@ def test_a_records_config_file_is_the_resolved_config_omegaconf_writes(tmp_path:
     record = run_record(job, {}, ["seed=1"], {}, dataset_input(datamodule, dict(OPTIONS)), "columns\n")
     writer = PopulationWriter()
     try:
-        wait_for_record(writer.submit_record(store_uri(tmp_path), run_id, record), client, run_id, record)
+        wait_for(writer.submit_record(store_uri(tmp_path), run_id, record), _not_here)
     finally:
         writer.close()
     logged = Path(client.download_artifacts(run_id, "config/config.yaml", str(tmp_path / "read"))).read_text()
@@ -148,7 +151,7 @@ def test_files_whose_worker_died_are_saved_here(tmp_path: Path) -> None:
         process.kill()
         process.join(10)
         values = {"overrides.yaml": ["seed=1", "optimizer.lr=0.1"]}
-        wait_for_files(writer.submit_files(tmp_path, values), tmp_path, values)
+        wait_for(writer.submit_files(tmp_path, values), lambda: save_yaml_files(tmp_path, values))
     finally:
         writer.close()
     assert (tmp_path / "overrides.yaml").read_text() == "- seed=1\n- optimizer.lr=0.1\n"
@@ -176,7 +179,7 @@ def test_a_tracking_server_that_does_not_answer_is_reported_as_such(tmp_path: Pa
     writer = PopulationWriter()
     try:
         with pytest.raises(Exception) as raised:
-            wait_for_record(writer.submit_record(f"http://127.0.0.1:{port}", "abc", record), None, "abc", record)
+            wait_for(writer.submit_record(f"http://127.0.0.1:{port}", "abc", record), _not_here)
     finally:
         writer.close()
     assert server_unreachable(raised.value)
