@@ -103,6 +103,19 @@ def test_a_small_population_or_a_switched_off_writer_writes_in_the_main_process(
     assert population_writer_for(64) is None
 
 
+def test_a_machine_that_cannot_start_the_writer_writes_in_the_main_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_process(*args: object, **kwargs: object) -> None:
+        raise OSError(11, "Resource temporarily unavailable")
+
+    # What a process limit or a sandbox makes of a new process; not reproducible for root on a CI machine.
+    monkeypatch.setattr(population_writer.os, "cpu_count", lambda: 2)
+    started = population_writer_for(64)
+    assert started is not None  # where processes start, a population of 64 gets its writer
+    started.close()
+    monkeypatch.setattr(population_writer, "ProcessPoolExecutor", no_process)
+    assert population_writer_for(64) is None  # the population opens its members' records itself
+
+
 # Values whose YAML is easy to get wrong: strings that read as other types, an escaped interpolation, an
 # unresolved one, a missing value, a list of overrides.
 TRICKY = ["+tags.version='1.0'", "+tags.flag='null'", "+tags.literal='\\${not.this}'",
