@@ -117,8 +117,9 @@ def network_for_data(cfg: DictConfig, datamodule: Any) -> tuple[Any, dict[str, A
 
 def _callbacks(cfg: DictConfig) -> list[Any]:
     """The configured callbacks, plus what every run needs: the NaN stop, the Optuna link of a sweep's
-    trial and the run record that resume reads."""
+    trial, the run record that resume reads and, on several CPU ranks, their process group's closing."""
     from experiments.callbacks.nan_guard import NanGuard
+    from experiments.callbacks.process_group import ProcessGroupCloser
     from experiments.checkpoints import RunStateCheckpoint
     from experiments.optuna_trial import pruning_callbacks
 
@@ -127,6 +128,7 @@ def _callbacks(cfg: DictConfig) -> list[Any]:
         callbacks.append(NanGuard())
     callbacks += pruning_callbacks(cfg)  # a job of an Optuna sweep: report the monitor, maybe get pruned
     callbacks.append(RunStateCheckpoint(OmegaConf.to_yaml(cfg, resolve=True)))  # RNG + run record, for resume
+    callbacks.append(ProcessGroupCloser())
     return callbacks
 
 
