@@ -21,7 +21,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, read_write
 
 from experiments.errors import instantiated
-from experiments.population_grouping import SHARED_OPTIMIZER_KEYS
+from experiments.population_grouping import SHARED_OPTIMIZER_KEYS, population_optimizer
 from experiments.population_member import Member, curve_series, finish, finish_failed, plots_curve
 from experiments.population_writer import population_writer_for, save_yaml_files, wait_for
 from experiments.timing import mark, marked
@@ -239,7 +239,7 @@ class Population:
             widest_layer(self.datamodule.input_dim, first.model.get("hidden_dims") or []))
         return PopulationModule(
             net, [_member_settings(c) for c in cfgs], **self.datamodule.target.training_settings(),
-            optimizer_target=str(optimizer["_target_"]), fused=optimizer.get("fused", False),
+            optimizer_target=population_optimizer(optimizer)[0], fused=optimizer.get("fused", False),
             scheduler=OmegaConf.to_container(first.scheduler, resolve=True),  # type: ignore[arg-type]
             monitor=first.monitor, monitor_mode=first.monitor_mode)
 
@@ -274,6 +274,7 @@ def _member_settings(cfg: DictConfig) -> Any:
     options = OmegaConf.to_container(cfg.optimizer, resolve=True)
     assert isinstance(options, dict)
     group = {k: v for k, v in optimizer_arguments(options).items() if k not in SHARED_OPTIMIZER_KEYS}
+    group.update(population_optimizer(options)[1])
     reg = cfg.regularization
     stopping = cfg.callbacks.get("early_stopping") or {}
     threshold = cfg.callbacks.get("loss_threshold") or {}

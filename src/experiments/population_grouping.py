@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -13,6 +16,34 @@ SHARED_OPTIMIZER_KEYS = ("_target_", "_partial_", "fused", "foreach", "capturabl
 _KNOWN_CALLBACKS = {"model_checkpoint", "last_checkpoint", "nan_guard", "loss_threshold", "progress_bar",
                     "early_stopping", "learning_curve", "swa"}
 SWA = "lightning.pytorch.callbacks.StochasticWeightAveraging"
+# AdamW is Adam with `decoupled_weight_decay=True`, a per-group option of Adam since torch 2.7 (AdamW is
+# its subclass there, the same step): members of either class share one Adam optimizer, a flag per group.
+DECOUPLED_TWINS = {"torch.optim.AdamW": "torch.optim.Adam"}
+
+
+@lru_cache(maxsize=1)
+def adam_has_decoupled_groups() -> bool:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:  # the installed version, read without importing torch (the launcher groups jobs before that)
+        major, minor = (int(part) for part in version("torch").split(".")[:2])
+    except (PackageNotFoundError, ValueError):
+        return False
+    return (major, minor) >= (2, 7)
+
+
+def population_optimizer(options: Mapping[str, Any]) -> tuple[str, dict[str, bool]]:
+    """The optimizer class a member trains with in a population, and the options its parameter group adds
+    to stay the member's own: AdamW is Adam with `decoupled_weight_decay=True`, and an Adam member's group
+    says False (the optimizer's defaults are its first member's)."""
+    target = str(options.get("_target_"))
+    if not adam_has_decoupled_groups():
+        return target, {}
+    if target in DECOUPLED_TWINS:
+        return DECOUPLED_TWINS[target], {"decoupled_weight_decay": True}
+    if target in DECOUPLED_TWINS.values():
+        return target, {"decoupled_weight_decay": bool(options.get("decoupled_weight_decay", False))}
+    return target, {}
 
 
 def population_key(cfg: DictConfig) -> str | None:
@@ -53,6 +84,7 @@ def population_key(cfg: DictConfig) -> str | None:
     plain["data"] = {k: v for k, v in plain["data"].items() if k != "shuffle_seed"}
     plain["model"] = {k: v for k, v in model.items() if k != "dropout"}
     plain["optimizer"] = {k: v for k, v in plain["optimizer"].items() if k in SHARED_OPTIMIZER_KEYS}
+    plain["optimizer"]["_target_"] = population_optimizer(plain["optimizer"])[0]
     plain["callbacks"] = {
         name: ({k: v for k, v in node.items() if k not in ("patience", "min_delta", "threshold")}
                if isinstance(node, dict) else node)

@@ -46,6 +46,12 @@ def _only_run(outputs: Path):
     return client, runs[0]
 
 
+def _failure(stderr: str) -> str:
+    """What a failed run printed: a rank that died says why ahead of the launcher's traceback, the tail."""
+    dying = [line for line in stderr.splitlines() if "terminate called" in line or "what():" in line]
+    return "\n".join([*dying, stderr[-3000:]])
+
+
 def _rows(x: torch.Tensor) -> Counter:
     return Counter(row.numpy().tobytes() for row in x)
 
@@ -113,7 +119,7 @@ def test_ddp_cpu_reexecuting_strategy_gives_one_correct_run(tmp_path: Path, outp
     counter_dir = tmp_path / "seen"
     result = run_cli(["train", f"paths.output_dir={outputs}", "trainer=ddp_cpu", f"trainer.max_epochs={EPOCHS}",
                       *FAST, *_counter_overrides(counter_dir)], cwd=tmp_path, env=DDP_ENV, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, _failure(result.stderr)
     assert result.stdout.count("MLflow run:") == 1  # the summary is printed by rank 0 only
     _assert_one_correct_distributed_run(outputs, counter_dir, world_size=2)
     assert len(list((outputs / "runs").glob("*/*"))) == 1  # the child rank reused the Hydra run dir
@@ -124,7 +130,7 @@ def test_ddp_spawn_on_cpu_gives_one_correct_run(tmp_path: Path, outputs: Path) -
     result = run_cli(["train", f"paths.output_dir={outputs}", "trainer=ddp_spawn", "trainer.accelerator=cpu",
                       "trainer.devices=2", f"trainer.max_epochs={EPOCHS}", *FAST, *_counter_overrides(counter_dir)],
                      cwd=tmp_path, env=DDP_ENV, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, _failure(result.stderr)
     _assert_one_correct_distributed_run(outputs, counter_dir, world_size=2)
     # The model, trained in the spawned workers, is logged once by the launching process and loads.
     _, run = _only_run(outputs)
@@ -148,7 +154,7 @@ def test_ddp_spawn_without_testing_links_the_model_to_its_last_epoch(tmp_path: P
     result = run_cli(["train", f"paths.output_dir={outputs}", "trainer=ddp_spawn", "trainer.accelerator=cpu",
                       "trainer.devices=2", f"trainer.max_epochs={EPOCHS}", "test=false", *FAST],
                      cwd=tmp_path, env=DDP_ENV, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, _failure(result.stderr)
     _, run = _only_run(outputs)
     (output,) = run.outputs.model_outputs
     linked = MlflowClient(store_uri(outputs)).get_logged_model(output.model_id).metrics

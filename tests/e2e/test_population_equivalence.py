@@ -43,7 +43,10 @@ POPULATIONS: dict[str, list[list[str]]] = {
         ["callbacks.loss_threshold.threshold=0.75"],
         ["regularization.l2=0.001", "model.dropout=0.3", "callbacks.early_stopping.patience=2"],  # combined
     ],
-    "adamw": [["optimizer=adamw", "optimizer.weight_decay=0.01"], ["optimizer=adamw", "optimizer.weight_decay=1.0"]],
+    # AdamW members train in an Adam optimizer, a flag per group; an Adam member (coupled weight decay) with
+    # them, after an AdamW member whose options are the optimizer's defaults.
+    "adamw": [["optimizer=adamw", "optimizer.weight_decay=0.01"], ["optimizer=adamw", "optimizer.weight_decay=1.0"],
+              ["optimizer.weight_decay=0.1", "seed=4"]],
     "sgd": [["optimizer=sgd", "optimizer.lr=0.1"], ["optimizer=sgd", "optimizer.nesterov=true", "seed=3"]],
     "rmsprop": [["optimizer=rmsprop"], ["optimizer=rmsprop", "optimizer.lr=0.01"]],
     "step_scheduler": [["scheduler=step", "scheduler.step_size=1", "optimizer.lr=0.01"],

@@ -11,7 +11,7 @@ from torch import nn
 
 from experiments.models.mlp import build_mlp
 from experiments.models.population_net import PopulationNet, generator_like_global
-from experiments.population_grouping import population_key
+from experiments.population_grouping import adam_has_decoupled_groups, population_key
 from experiments.sizing import member_memory_bytes
 
 Compose = Callable[..., DictConfig]
@@ -22,6 +22,9 @@ Compose = Callable[..., DictConfig]
     ["regularization.l2=0.01", "regularization.input_noise=0.2"], ["model.dropout=0.5"],
     ["callbacks.early_stopping.patience=3"], ["callbacks.loss_threshold.threshold=0.2"], ["+tags.fix=l2"],
     ["data.shuffle_seed=9"],
+    # AdamW is Adam with its weight decay decoupled, a per-group option of Adam from torch 2.7
+    pytest.param(["optimizer=adamw"], marks=pytest.mark.skipif(
+        not adam_has_decoupled_groups(), reason="this torch's Adam has no per-group decoupled weight decay")),
 ])
 def test_what_a_member_may_change_keeps_it_in_the_population(compose_cfg: Compose, member: list[str]) -> None:
     assert population_key(compose_cfg()) is not None
