@@ -55,10 +55,10 @@ class Population:
         self.pending: dict[int, list[tuple[Future, Callable[[], None]]]] = {}
 
     # -- per job, in its Hydra context ------------------------------------------------------------
-    def save_job_files(self, index: int, folder: Path, configs: dict[str, Any]) -> None:
+    def save_job_files(self, index: int, folder: Path, configs: dict[str, Any], now: bool = False) -> None:
         """Save job `index`'s configs (name → config) as YAML in `folder`, as `OmegaConf.save` does: by
-        the population writer (waited for as the job closes), or here and now."""
-        if self.writer is None:
+        the population writer (waited for as the job closes), or here and `now`."""
+        if self.writer is None or now:
             folder.mkdir(parents=True, exist_ok=True)
             for name, config in configs.items():
                 OmegaConf.save(config, folder / name)

@@ -10,6 +10,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
+from experiments.paths import project_root
 from tests.conftest import FAST, parent_and_children, run_cli
 
 pytestmark = pytest.mark.e2e
@@ -207,3 +208,18 @@ def test_a_large_population_saves_the_job_files_and_records_its_worker_would_not
             assert _masked(got.read_text(), outputs) == _masked(want.read_text(), here), path
         assert [d.dataset.digest for d in run.inputs.dataset_inputs] == \
                [d.dataset.digest for d in alone.inputs.dataset_inputs]
+
+
+def test_a_callback_that_reads_a_jobs_files_as_it_starts_finds_them(tmp_path: Path, outputs: Path) -> None:
+    """As Hydra's own `run_job` does, a job's `.hydra` files are on disk before the sweep's callbacks hear
+    that it starts, in a population large enough for its files to go to the worker process otherwise."""
+    seen = tmp_path / "seen"
+    result = run_cli(["train", "-m", f"paths.output_dir={outputs}", *FAST, POPULATION, "optimizer.lr=0.001,0.01",
+                      "seed=1,2,3,4", "trainer.max_epochs=1", "data.options.n_samples=200", "logger.log_model=false",
+                      "+hydra.callbacks.reader._target_=tests.e2e.job_start_reader.JobStartReader",
+                      f"+hydra.callbacks.reader.out_dir={seen}"],
+                     cwd=tmp_path, env={"PYTHONPATH": str(project_root())})  # `tests` importable by the sweep
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = {path.name: path.read_text() for path in seen.iterdir()}
+    assert sorted(found) == [str(n) for n in range(8)]
+    assert all(text != "missing" and "optimizer.lr=" in text for text in found.values()), found

@@ -198,3 +198,15 @@ def test_a_tracking_server_that_does_not_answer_is_reported_as_such(tmp_path: Pa
     assert server_unreachable(raised.value)
     sentence = str(in_one_sentence(raised.value, in_sweep=True))
     assert sentence.startswith(f"the tracking server at http://127.0.0.1:{port} did not answer"), sentence
+
+
+def test_only_a_callback_that_acts_as_a_job_starts_keeps_the_jobs_files_from_the_writer() -> None:
+    from hydra._internal.callbacks import Callbacks
+
+    from experiments.paths import config_dir
+    from hydra_plugins.experiments_population_launcher.launcher import _watches_job_start
+
+    ours = OmegaConf.load(config_dir() / "hydra" / "default.yaml").callbacks
+    assert not _watches_job_start(Callbacks(OmegaConf.create({"hydra": {"callbacks": ours}})))
+    reader = {"_target_": "tests.e2e.job_start_reader.JobStartReader", "out_dir": "unused"}
+    assert _watches_job_start(Callbacks(OmegaConf.create({"hydra": {"callbacks": {**ours, "reader": reader}}})))

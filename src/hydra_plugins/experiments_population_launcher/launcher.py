@@ -112,10 +112,10 @@ class PopulationLauncher(Launcher):
 
     @contextmanager
     def _job(self, sweep_config: DictConfig, result: JobReturn, start: bool,
-             save: Callable[[Path, dict[str, Any]], None] | None = None) -> Iterator[DictConfig]:
+             save: Callable[..., None] | None = None) -> Iterator[DictConfig]:
         """The job's Hydra context, as `hydra.core.utils.run_job` sets it up: its output dir and saved
-        configs (by `save(folder, {name: config})`) and the `on_job_start` callbacks when it starts;
-        `on_job_end` when it ends."""
+        configs (by `save(folder, {name: config}, now=…)`, `now` where a callback acts as a job starts)
+        and the `on_job_start` callbacks when it starts; `on_job_end` when it ends."""
         assert self.hydra_context is not None
         previous = HydraConfig.instance().cfg
         if start:
@@ -151,13 +151,22 @@ class PopulationLauncher(Launcher):
                     configs = {"config.yaml": task_cfg, "hydra.yaml": result.hydra_cfg,
                                "overrides.yaml": sweep_config.hydra.overrides.task}
                     assert save is not None, "a job's start saves its configs"
-                    save(folder, configs)
+                    # As run_job does, the files are on disk before a callback that acts as the job starts.
+                    save(folder, configs, now=_watches_job_start(self.hydra_context.callbacks))
                 self.hydra_context.callbacks.on_job_start(config=sweep_config, task_function=self.task_function)
             yield task_cfg
             if not start:
                 self.hydra_context.callbacks.on_job_end(config=sweep_config, job_return=result)
         finally:
             HydraConfig.instance().cfg = previous
+
+
+def _watches_job_start(callbacks: Any) -> bool:
+    """Whether one of the sweep's Hydra callbacks acts as a job starts (and may read its saved configs)."""
+    from hydra.experimental.callback import Callback
+
+    registered = getattr(callbacks, "callbacks", None)  # Hydra's list of them; unknown: assume one does
+    return registered is None or any(type(c).on_job_start is not Callback.on_job_start for c in registered)
 
 
 def _failed(result: JobReturn, error: BaseException) -> None:
