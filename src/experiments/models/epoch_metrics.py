@@ -77,8 +77,14 @@ class EpochOutputs(Metric):
         self.targets.append(target.detach())
 
     def compute(self) -> dict[str, torch.Tensor]:
-        output, target = dim_zero_cat(self.outputs), dim_zero_cat(self.targets)
-        if self.target_scale is not None:
-            mean, std = self.target_scale
-            output, target = output * std + mean, target * std + mean
-        return {"loss": task_loss(output, target, self.task), **task_scores(output, target, self.task, self.num_classes)}
+        return epoch_scores(dim_zero_cat(self.outputs), dim_zero_cat(self.targets), self.task, self.num_classes,
+                            self.target_scale)
+
+
+def epoch_scores(output: torch.Tensor, target: torch.Tensor, task: str, num_classes: int,
+                 target_scale: tuple[float, float] | None = None) -> dict[str, torch.Tensor]:
+    """A split's loss and task metrics from all of its outputs and targets (in the user's units)."""
+    if target_scale is not None:
+        mean, std = target_scale
+        output, target = output * std + mean, target * std + mean
+    return {"loss": task_loss(output, target, task), **task_scores(output, target, task, num_classes)}

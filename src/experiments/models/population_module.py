@@ -19,8 +19,8 @@ import lightning.pytorch as pl
 import torch
 
 from experiments.errors import non_finite_message
-from experiments.models.epoch_metrics import EpochOutputs
 from experiments.models.optim import fused_option, optimizer_class, scheduler_config
+from experiments.models.population_metrics import PopulationOutputs
 from experiments.models.population_net import PopulationNet
 from experiments.models.regularization import apply_max_norm, weight_penalty
 from experiments.models.tasks import main_metric, member_task_losses, task_loss
@@ -84,9 +84,9 @@ class PopulationModule(pl.LightningModule):
         worst = math.inf if monitor_mode == "min" else -math.inf
         self.states = [MemberState(best_value=worst) for _ in members]
         size = len(members)
-        self.val_outputs = torch.nn.ModuleList(EpochOutputs(task, num_classes, target_scale) for _ in range(size))
-        self.train_outputs = torch.nn.ModuleList(EpochOutputs(task, num_classes, target_scale) for _ in range(size))
-        self.test_outputs = torch.nn.ModuleList(EpochOutputs(task, num_classes, target_scale) for _ in range(size))
+        self.val_outputs = PopulationOutputs(task, num_classes, target_scale)
+        self.train_outputs = PopulationOutputs(task, num_classes, target_scale)
+        self.test_outputs = PopulationOutputs(task, num_classes, target_scale)
         self._objective_sum = torch.zeros(size)
         self._objective_steps = 0
         self.test_scores: list[dict[str, float]] = [{} for _ in members]
@@ -144,25 +144,27 @@ class PopulationModule(pl.LightningModule):
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         x, y = batch
         output = self.net(x)
-        outputs = self.val_outputs if dataloader_idx == 0 else self.train_outputs
-        for m in range(len(self.settings)):
-            outputs[m].update(output[m], y)
+        (self.val_outputs if dataloader_idx == 0 else self.train_outputs).update(output, y)
 
     def on_validation_epoch_end(self) -> None:
-        for m, state in enumerate(self.states):
-            if state.active and not self.trainer.sanity_checking:
-                state.history[self.current_epoch] = self._epoch_values(m)
+        active = [m for m, state in enumerate(self.states) if state.active]
+        if not self.trainer.sanity_checking and active:
+            val = self.val_outputs.compute(active)
+            train = self.train_outputs.compute(active) if self.train_outputs.update_count > 0 else None
+            for i, m in enumerate(active):
+                self.states[m].history[self.current_epoch] = self._epoch_values(m, val[i], None if train is None else train[i])
                 self._after_epoch(m)
-            self.val_outputs[m].reset()
-            self.train_outputs[m].reset()
+        self.val_outputs.reset()
+        self.train_outputs.reset()
         if not self.trainer.sanity_checking:
             self._stop_when_none_left()
 
-    def _epoch_values(self, m: int) -> dict[str, float]:
-        """The values a run alone logs for this epoch (see `ExperimentModule.on_validation_epoch_end`)."""
-        values = {f"val/{k}": float(v) for k, v in self.val_outputs[m].compute().items()}
-        if self.train_outputs[m].update_count > 0:
-            values.update({f"train/{k}": float(v) for k, v in self.train_outputs[m].compute().items()})
+    def _epoch_values(self, m: int, val: dict[str, float], train: dict[str, float] | None) -> dict[str, float]:
+        """The values a run alone logs for this epoch (see `ExperimentModule.on_validation_epoch_end`)
+        from the member's scores of the validation and (if evaluated) training split."""
+        values = {f"val/{k}": v for k, v in val.items()}
+        if train is not None:
+            values.update({f"train/{k}": v for k, v in train.items()})
             values["gap/loss"] = values["val/loss"] - values["train/loss"]
             main = self.main_metric
             values[f"gap/{main}"] = values[f"train/{main}"] - values[f"val/{main}"]
@@ -213,14 +215,12 @@ class PopulationModule(pl.LightningModule):
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         x, y = batch
-        output = self.net(x)
-        for m in range(len(self.settings)):
-            self.test_outputs[m].update(output[m], y)
+        self.test_outputs.update(self.net(x), y)
 
     def on_test_epoch_end(self) -> None:
-        for m in range(len(self.settings)):
-            self.test_scores[m] = {f"test/{k}": float(v) for k, v in self.test_outputs[m].compute().items()}
-            self.test_outputs[m].reset()
+        members = list(range(len(self.settings)))
+        self.test_scores = [{f"test/{k}": v for k, v in scores.items()} for scores in self.test_outputs.compute(members)]
+        self.test_outputs.reset()
 
     def use_best_weights(self) -> None:
         """Each member back at its best epoch's weights (what a run alone tests and logs)."""

@@ -50,8 +50,8 @@ class PopulationNet(nn.Module):
         """`x`: [K, B, D] (each member its own batch) or [N, D] (one batch for all); returns [K, B, out]."""
         k = len(self.members)
         h = x if x.dim() == 3 else x.unsqueeze(0).expand(k, *x.shape)
-        if self.training:
-            h = self._per_member(h, self._noise)
+        if self.training and any(std > 0 for std in self.input_noise):
+            h = torch.stack([self._noise(m, h[m]) for m in range(k)])  # the input: no gradient through it
         depth = len(self._layer_lists[0])
         for index in range(depth):
             layer = self._layer_lists[0][index]
@@ -64,14 +64,11 @@ class PopulationNet(nn.Module):
                 h = torch.stack([layers[index](h[m]) for m, layers in enumerate(self._layer_lists)])
             else:  # an activation: elementwise and without parameters, the same for every member
                 h = layer(h)
-                if self.training and index < depth - 1:
-                    h = self._per_member(h, self._dropout)
+                if self.training and index < depth - 1 and any(p > 0 for p in self.dropouts):
+                    # One product with every member's mask: slicing `h` per member would cost each
+                    # member's slice a full-size gradient buffer in the backward pass.
+                    h = h * torch.stack([self._dropout_mask(m, h) for m in range(k)])
         return h
-
-    @staticmethod
-    def _per_member(h: torch.Tensor, change: object) -> torch.Tensor:
-        parts = [change(m, h[m]) for m in range(h.shape[0])]  # type: ignore[operator]
-        return torch.stack(parts)
 
     def _generator(self, m: int, device: torch.device) -> torch.Generator:
         if device.type == "cpu":
@@ -88,14 +85,15 @@ class PopulationNet(nn.Module):
         # `x + std * torch.randn_like(x)` of a run alone, from the member's generator.
         return x + std * torch.randn(x.shape, generator=self._generator(m, x.device), device=x.device, dtype=x.dtype)
 
-    def _dropout(self, m: int, h: torch.Tensor) -> torch.Tensor:
+    def _dropout_mask(self, m: int, h: torch.Tensor) -> torch.Tensor:
+        """Member m's mask for its slice of `h` [K, B, D]: ones without dropout (`x * 1` is `x`, and so is
+        its gradient), else what `F.dropout` multiplies by on CPU, a Bernoulli(1 - p) mask scaled by
+        1 / (1 - p), drawn from the member's generator."""
         p = self.dropouts[m]
         if p <= 0:
-            return h
-        # What `F.dropout` does on CPU (a Bernoulli(1 - p) mask scaled by 1 / (1 - p)), from the
-        # member's generator.
-        mask = torch.empty_like(h).bernoulli_(1 - p, generator=self._generator(m, h.device)).div_(1 - p)
-        return h * mask
+            return torch.ones(h.shape[1:], dtype=h.dtype, device=h.device)
+        mask = torch.empty(h.shape[1:], dtype=h.dtype, device=h.device)
+        return mask.bernoulli_(1 - p, generator=self._generator(m, h.device)).div_(1 - p)
 
 
 def generator_like_global() -> torch.Generator:
