@@ -28,20 +28,29 @@ def plot_learning_curve(history: dict[str, dict[int, float]], metric: str, path:
     """Two panels, loss and `metric`, each with the train and val line per epoch."""
     fig, axes = _figure(metric)
     for ax, name in zip(axes, ("loss", metric)):
-        for line in list(ax.lines):
-            line.remove()
-        ax.set_prop_cycle(None)  # each plot's lines in the same colours as on a new figure
-        for split in ("train", "val"):
-            series = history.get(f"{split}/{name}", {})
-            if series:
-                epochs = sorted(series)
-                ax.plot(epochs, [series[e] for e in epochs], label=split, marker="." if len(epochs) < 30 else None)
+        lines = [(split, sorted(series), series) for split in ("train", "val")
+                 if (series := history.get(f"{split}/{name}"))]
+        if [(line.get_label(), line.get_marker()) for line in ax.lines] == \
+                [(split, _marker(epochs)) for split, epochs, _ in lines]:
+            # The last plot's lines and legend (its handles show the markers): only the data is new.
+            for line, (_, epochs, series) in zip(ax.lines, lines):
+                line.set_data(epochs, [series[e] for e in epochs])
+        else:
+            for line in list(ax.lines):
+                line.remove()
+            ax.set_prop_cycle(None)  # each plot's lines in the same colours as on a new figure
+            for split, epochs, series in lines:
+                ax.plot(epochs, [series[e] for e in epochs], label=split, marker=_marker(epochs))
+            ax.legend()
         ax.relim()
         ax.autoscale_view()
-        ax.legend()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     return path
+
+
+def _marker(epochs: list[int]) -> str:
+    return "." if len(epochs) < 30 else "None"
 
 
 # One figure per metric, its lines replaced for every plot: a new figure's axes and ticks are about a third

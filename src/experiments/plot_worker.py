@@ -5,6 +5,7 @@ core idle. The workers start (and import Matplotlib) while the population trains
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import shutil
@@ -35,16 +36,18 @@ class PlotWorker:
             self._pool.submit(_ready)
         self._folder = Path(tempfile.mkdtemp(prefix="learning-curves-"))
         self._jobs: dict[int, tuple[Future, dict[str, dict[int, float]], str, Path]] = {}
+        self._count = itertools.count()
 
     def submit(self, key: int, history: dict[str, dict[int, float]], metric: str, filename: str) -> None:
-        path = self._folder / str(key) / filename
+        # A folder per plot: populations one after another may submit the same key (a member's `id`).
+        path = self._folder / str(next(self._count)) / filename
         self._jobs[key] = (self._pool.submit(plot_learning_curve, history, metric, path), history, metric, path)
 
     def path(self, key: int) -> Path | None:
-        """The member's PNG (None when it was not submitted)."""
+        """The member's PNG (None when it was not submitted), handed out once."""
         if key not in self._jobs:
             return None
-        future, history, metric, path = self._jobs[key]
+        future, history, metric, path = self._jobs.pop(key)
         if not self._stuck:
             try:
                 return future.result(timeout=self.wait_s)

@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, read_write
+from omegaconf.errors import OmegaConfBaseException
 
 from experiments.errors import instantiated
 from experiments.population_grouping import SHARED_OPTIMIZER_KEYS, population_optimizer
 from experiments.population_member import Member, curve_series, finish, finish_failed, plots_curve
-from experiments.population_writer import population_writer_for, save_yaml_files, wait_for
+from experiments.population_workers import PopulationWorkers
+from experiments.population_writer import save_yaml_files, wait_for
 from experiments.timing import mark, marked
 from experiments.tracking.run_record import write_run_record
 from experiments.train import (
@@ -40,18 +42,22 @@ class Population:
     """One group of jobs, trained together (see the module's docstring for the order of calls).
 
     `memory_bytes` bounds what one population may take (None: what the machine has free); a group that
-    would need more is trained in chunks, one after another, each a population of its own.
+    would need more is trained in chunks, one after another, each a population of its own. `workers`: the
+    worker processes it shares with the other populations of its launch (None: its own, stopped by
+    `release`).
     """
 
-    def __init__(self, size: int, memory_bytes: int | None = None) -> None:
+    def __init__(self, size: int, memory_bytes: int | None = None, workers: PopulationWorkers | None = None) -> None:
         self.members: list[Member | None] = [None] * size
         self.memory_bytes = memory_bytes
         self.datamodule: Any = None
+        self._own_workers = workers is None
+        self.workers = PopulationWorkers(size) if workers is None else workers
         self.plots: Any = None  # a `plot_worker.PlotWorker` drawing the members' learning curves, or None
         # A `population_writer.PopulationWriter` writing the jobs' files and the members' opening records
         # while the next members open, or None; and, per job, what it is writing (its future, and the same
         # writing done here should the worker die).
-        self.writer: Any = population_writer_for(size)
+        self.writer: Any = self.workers.writer()
         self.pending: dict[int, list[tuple[Future, Callable[[], None]]]] = {}
 
     # -- per job, in its Hydra context ------------------------------------------------------------
@@ -70,11 +76,15 @@ class Population:
     def open(self, index: int, cfg: DictConfig) -> None:
         """Check the job's config, build its network under its seed and open its MLflow run."""
         mark("member_open_start")
-        validate_config(cfg)
         # Resolved once, in place, here in the job's Hydra context (its run dir): training and closing
-        # happen outside of it, and every later reading (params, config.yaml) is then a plain walk.
+        # happen outside of it, and every later reading (params, config.yaml, the check) is then a plain
+        # walk. A value that cannot be resolved is left for the check, which says what is wrong.
         with read_write(cfg):
-            OmegaConf.resolve(cfg)
+            try:
+                OmegaConf.resolve(cfg)
+            except OmegaConfBaseException:
+                pass
+        validate_config(cfg)
         import lightning.pytorch as pl
         import torch
 
@@ -125,11 +135,9 @@ class Population:
     def train(self) -> None:
         """Fit every opened member, in as many chunks as memory asks for; a failure of a chunk's fit
         becomes each of its members' error."""
-        from experiments.plot_worker import plot_worker_for
-
         opened = [m for m in self.members if m is not None]
-        # Started now, its imports overlap training; it draws while the runs are closed one by one.
-        self.plots = plot_worker_for(sum(plots_curve(m) for m in opened))
+        # Started now (if not yet), its imports overlap training; it draws while the runs are closed.
+        self.plots = self.workers.plots() if any(plots_curve(m) for m in opened) else None
         chunks = self._chunks(opened)
         if len(chunks) > 1:
             print(f"{len(opened)} runs of one shape: more than fits in memory at once, trained as "
@@ -159,13 +167,10 @@ class Population:
                     self.plots.submit(id(member), curve_series(state.history, metric), metric, filename)
 
     def release(self) -> None:
-        """Stop the workers, once every member is closed."""
-        if self.plots is not None:
-            self.plots.close()
-            self.plots = None
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
+        """Once every member is closed: stop the workers, if they are the population's own."""
+        self.plots = self.writer = None
+        if self._own_workers:
+            self.workers.close()
 
     def _record(self, index: int, member: Member, derived: dict[str, Any]) -> None:
         """The member's opening record: built here, in its job's context, and written by the population

@@ -40,6 +40,7 @@ class PopulationLauncher(Launcher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from experiments.population_grouping import population_key
+        from experiments.population_workers import PopulationWorkers
 
         setup_globals()
         assert self.hydra_context is not None and self.config is not None
@@ -57,15 +58,20 @@ class PopulationLauncher(Launcher):
         for position, sweep_config in enumerate(configs):
             key = population_key(sweep_config)
             groups.setdefault(key if key is not None else f"alone-{position}", []).append(position)
+        chunks = [positions[start : start + self.max_members]
+                  for positions in groups.values() for start in range(0, len(positions), self.max_members)]
         results: list[JobReturn | None] = [None] * len(configs)
-        for positions in groups.values():
-            for start in range(0, len(positions), self.max_members):
-                chunk = positions[start : start + self.max_members]
+        workers = PopulationWorkers(sum(len(chunk) for chunk in chunks if len(chunk) > 1))
+        try:
+            for chunk in chunks:
                 if len(chunk) == 1:
                     results[chunk[0]] = self._run_alone(configs[chunk[0]])
                 else:
-                    for position, result in zip(chunk, self._run_population([configs[p] for p in chunk])):
+                    population = [configs[p] for p in chunk]
+                    for position, result in zip(chunk, self._run_population(population, workers)):
                         results[position] = result
+        finally:
+            workers.close()
         assert all(result is not None for result in results)
         return results  # type: ignore[return-value]
 
@@ -77,11 +83,11 @@ class PopulationLauncher(Launcher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         return result
 
-    def _run_population(self, sweep_configs: list[DictConfig]) -> list[JobReturn]:
+    def _run_population(self, sweep_configs: list[DictConfig], workers: Any) -> list[JobReturn]:
         """Open every member in its own job context, train them together, close each in its context."""
         from experiments.population import Population
 
-        population = Population(len(sweep_configs), self.memory_bytes)
+        population = Population(len(sweep_configs), self.memory_bytes, workers)
         try:
             results = [JobReturn() for _ in sweep_configs]
             opened: list[int] = []
@@ -121,12 +127,13 @@ class PopulationLauncher(Launcher):
         if start:
             HydraConfig.instance().set_config(sweep_config)  # for resolving the job's output dir
             output_dir = os.path.join(str(sweep_config.hydra.sweep.dir), str(sweep_config.hydra.sweep.subdir))
-            with read_write(sweep_config.hydra.runtime), open_dict(sweep_config.hydra.runtime):
-                sweep_config.hydra.runtime.output_dir = os.path.abspath(output_dir)
-            HydraConfig.instance().set_config(sweep_config)
-            # `set_config` made a read-only copy of its own: the job's record, and its context again
-            # when it closes (run_job deep-copies it once more; nothing can change it).
+            # `set_config` made a read-only copy of Hydra's node: the job's record, and its context again
+            # when it closes (run_job deep-copies it once more; nothing can change it). The output dir
+            # goes into both, as run_job's second `set_config` would copy it (a copy less per job).
             result.hydra_cfg = HydraConfig.instance().cfg
+            for runtime in (sweep_config.hydra.runtime, result.hydra_cfg.hydra.runtime):
+                with read_write(runtime), open_dict(runtime):
+                    runtime.output_dir = os.path.abspath(output_dir)
         else:  # every job's context was opened (start=True) before it is closed
             HydraConfig.instance().cfg = result.hydra_cfg
         # The job's config is the sweep config without Hydra's node, with its flags, as run_job makes it
