@@ -57,11 +57,11 @@ class PopulationWriter:
 
 def save_yaml_files(folder: Path, files: dict[str, Any]) -> None:
     """Each config as `OmegaConf.save` writes it (the same text: it renders a config's plain values)."""
-    from omegaconf import OmegaConf
+    from experiments.speedups import render_yaml
 
     folder.mkdir(parents=True, exist_ok=True)
     for name, values in files.items():
-        OmegaConf.save(OmegaConf.create(values), folder / name)
+        (folder / name).write_text(render_yaml(values), encoding="utf-8")
 
 
 def wait_for(written: Future, here: Callable[[], None]) -> None:
@@ -99,8 +99,10 @@ def _write_record(uri: str, run_id: str, record: RunRecord) -> None:
 
 def _ready() -> None:
     """The worker's first task: load what writing needs."""
+    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401 - what the first record's store opens with
     import mlflow.tracking  # noqa: F401
     import omegaconf  # noqa: F401
+    import yaml  # noqa: F401
 
 
 def population_writer_for(members: int) -> PopulationWriter | None:

@@ -16,6 +16,9 @@ upgrade can make a run slower but never wrong.
   `get_overrides_dirname`).
 - `plot_worker`: a population's learning curves are drawn in a worker process while its runs are closed
   (`plot_worker.py`; public `concurrent.futures`).
+- `yaml_render`: a config saved as YAML (a job's `.hydra/` files, a run's `config/config.yaml`) is rendered
+  from its plain values by OmegaConf's own YAML dumper (private `omegaconf._utils.get_omega_conf_dumper`),
+  without first building an OmegaConf node of them only to turn it back into the same values.
 - `population_writer`: a population's job files (`.hydra/`) and its members' opening records (params, tags,
   config, dataset) are written in a worker process while the next members open (`population_writer.py`;
   public `concurrent.futures`).
@@ -31,7 +34,7 @@ from contextlib import contextmanager
 
 SWITCH_ENV = "EXPERIMENTS_NO_SPEEDUPS"
 NAMES = ("gc_pause", "requirements_map", "fast_exit", "sweep_config_cache", "compose_template", "plot_worker",
-         "population_writer")
+         "population_writer", "yaml_render")
 # The fast exit's older switch, kept working: EXPERIMENTS_NORMAL_EXIT=1.
 NORMAL_EXIT_ENV = "EXPERIMENTS_NORMAL_EXIT"
 
@@ -271,3 +274,37 @@ class _Templates:
             exclude_keys=job.config.override_dirname.exclude_keys)
         OmegaConf.copy_cache(from_config=master_config, to_config=config)
         return config
+
+
+# --- yaml_render --------------------------------------------------------------------------------------
+# `OmegaConf.to_yaml(OmegaConf.create(values))` builds a node per value, converts them back to the same
+# plain values and dumps those with its YAML dumper; building the nodes is two thirds of the time, and a
+# population's writer renders four configs per member. Measured on OmegaConf 2.3.
+_OMEGACONF_MEASURED = (2, 3)
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def render_yaml(values: object) -> str:
+    """The YAML text `OmegaConf.save` writes for a config whose plain values (`OmegaConf.to_container`)
+    are `values`. Anything but dicts, lists and scalars (an enum, a path) goes OmegaConf's whole way."""
+    from omegaconf import OmegaConf
+
+    dumper = None
+    if enabled("yaml_render") and _version_of("omegaconf")[:2] == _OMEGACONF_MEASURED and _is_plain(values):
+        from omegaconf import _utils
+
+        dumper = getattr(_utils, "get_omega_conf_dumper", None)
+    if dumper is None:
+        return OmegaConf.to_yaml(OmegaConf.create(values))
+    import yaml
+
+    # As `OmegaConf.to_yaml` dumps the values it gets back from the node.
+    return yaml.dump(values, default_flow_style=False, allow_unicode=True, sort_keys=False, Dumper=dumper())
+
+
+def _is_plain(values: object) -> bool:
+    if isinstance(values, dict):
+        return all(isinstance(key, _PLAIN) and _is_plain(value) for key, value in values.items())
+    if isinstance(values, list):
+        return all(_is_plain(value) for value in values)
+    return isinstance(values, _PLAIN)

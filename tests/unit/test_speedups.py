@@ -168,3 +168,28 @@ def test_a_job_composed_from_a_template_is_the_config_hydra_composes(monkeypatch
     loader.load_sweep_config(master, ["seed=1"])
     loader.load_sweep_config(master, ["seed=2"])
     assert calls == [["seed=1"], ["seed=2"]]
+
+
+def test_a_config_saved_from_its_values_reads_as_omegaconf_writes_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job's `.hydra/` files and a run's config.yaml, rendered from plain values, must be the text
+    `OmegaConf.save` writes: strings YAML would read as another type quoted, interpolations and `???` kept."""
+    from omegaconf import OmegaConf
+
+    from experiments.speedups import render_yaml
+
+    loader, master = _sweep_loader()
+    job = loader.load_sweep_config(master, ["optimizer.lr=0.1", "seed=3"])
+    tricky = {"true": "true", "one": "1", "exp": "1e-3", "null": "null", "none": None, "nan": float("nan"),
+              "inf": float("-inf"), "link": "${optimizer.lr}", "missing": "???", "unicode": "µ → ü",
+              "multi": "a\nb", "colon": "a: b", 3: [1, 2.5, "3", True, [], {}], "empty": "", "space": " x "}
+    hydra_values = OmegaConf.to_container(job.hydra, enum_to_str=True)  # its `mode` is an enum, as text
+    task = OmegaConf.masked_copy(job, [str(key) for key in job if key != "hydra"])
+    for values in (OmegaConf.to_container(task), hydra_values, list(job.hydra.overrides.task), tricky):
+        expected = OmegaConf.to_yaml(OmegaConf.create(values))
+        assert render_yaml(values) == expected
+    # Anything but plain values (here an enum) goes OmegaConf's own way, and so does everything when off.
+    from hydra.types import RunMode
+
+    assert render_yaml({"mode": RunMode.RUN}) == OmegaConf.to_yaml(OmegaConf.create({"mode": RunMode.RUN}))
+    monkeypatch.setenv("EXPERIMENTS_NO_SPEEDUPS", "yaml_render")
+    assert render_yaml(tricky) == OmegaConf.to_yaml(OmegaConf.create(tricky))

@@ -13,6 +13,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.paths import project_root
+from experiments.speedups import render_yaml
 from experiments.tracking.dataset import log_dataset_input
 from experiments.tracking.metadata import environment_tags, git_state
 from experiments.tracking.params import flatten_params
@@ -61,8 +62,8 @@ def write_run_record(client: Any, run_id: str, record: RunRecord) -> None:
         client.log_batch(run_id, params=batch)
     with tempfile.TemporaryDirectory() as tmp:
         # Rendered here, from plain values, as `OmegaConf.to_yaml(cfg, resolve=True)` renders the config.
-        (Path(tmp) / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(record.config)))
-        (Path(tmp) / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(record.overrides)))
+        (Path(tmp) / "config.yaml").write_text(render_yaml(record.config), encoding="utf-8")
+        (Path(tmp) / "overrides.yaml").write_text(render_yaml(record.overrides), encoding="utf-8")
         if record.git_diff:
             (Path(tmp) / "git.diff").write_text(record.git_diff)
         client.log_artifacts(run_id, tmp, artifact_path="config")
