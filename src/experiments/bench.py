@@ -261,6 +261,10 @@ def _print_sweeps(console: Any, report: dict[str, Any]) -> None:
                   f"{reference['trials_per_min']:.0f}", "", "", "")
     console.print(table)
     for name, row in report["sweeps"].items():
+        cpu = row.get("cpu_s")
+        if cpu:  # CPU seconds near cores × wall: the machine, not waiting, is what is left
+            console.print(f"{name}, CPU time of the process tree (median s): sequential {cpu['sequential']:.1f}, "
+                          f"population {cpu['population']:.1f}")
         parts = row["population_phases"].get("member_parts_s") or {}
         if parts:
             console.print(f"{name}, one member's tracking (median s): "

@@ -49,18 +49,24 @@ def _command(sweep: dict[str, Any], output_dir: Path, population: bool) -> list[
     return [*cli, "train", "-m", *sweep["train"], *where, *QUIET, *launcher]
 
 
-def _timed(command: list[str], phase_file: Path | None = None) -> float:
+def _timed(command: list[str], phase_file: Path | None = None) -> tuple[float, float]:
+    """Wall seconds from process start to exit, and the CPU seconds of the whole process tree (the
+    sweep and the worker processes it waited for): a sweep that keeps every core busy shows it here."""
+    import resource
+
     env = None
     if phase_file is not None:
         import os
 
         env = {**os.environ, PHASE_FILE_ENV: str(phase_file)}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     out = subprocess.run(command, check=False, capture_output=True, text=True, env=env, timeout=3600)
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if out.returncode != 0:
         raise RuntimeError(f"bench sweep {' '.join(command[2:5])} failed:\n{out.stderr[-3000:]}")
-    return seconds
+    return seconds, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def _empty_store(folder: Path) -> Path:
@@ -115,6 +121,7 @@ def median_phases(phases: list[dict[str, Any]]) -> dict[str, Any]:
 def run_sweep(name: str, repeats: int, quick: bool) -> dict[str, Any]:
     sweep = (QUICK_SWEEPS if quick else SWEEPS)[name]
     seconds: dict[str, list[float]] = {"sequential": [], "population": []}
+    cpu: dict[str, list[float]] = {"sequential": [], "population": []}
     phases: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         store = _empty_store(Path(tmp))
@@ -123,7 +130,9 @@ def run_sweep(name: str, repeats: int, quick: bool) -> dict[str, Any]:
             for kind in order:
                 output_dir = _with_store(Path(tmp) / f"{kind}-{repeat}", store)
                 phase_file = output_dir.with_suffix(".phases") if kind == "population" else None
-                seconds[kind].append(_timed(_command(sweep, output_dir, kind == "population"), phase_file))
+                wall, cpu_s = _timed(_command(sweep, output_dir, kind == "population"), phase_file)
+                seconds[kind].append(wall)
+                cpu[kind].append(cpu_s)
                 if phase_file is not None:
                     phases.append(_phases(phase_file))
     sequential, population = statistics.median(seconds["sequential"]), statistics.median(seconds["population"])
@@ -135,6 +144,7 @@ def run_sweep(name: str, repeats: int, quick: bool) -> dict[str, Any]:
         "sequential_s_each": seconds["sequential"],
         "population_s_each": seconds["population"],
         "speedup": sequential / population,
+        "cpu_s": {kind: statistics.median(values) for kind, values in cpu.items()},
         "target": sweep["target"],
         "trials_per_min": {"sequential": 60 * trials / sequential, "population": 60 * trials / population},
         "population_phases": median_phases(phases),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,9 @@ def test_quick_bench_writes_every_figure(tmp_path: Path) -> None:
     for name, sweep in report["sweeps"].items():
         assert sweep["sequential_s"] > 0 and sweep["population_s"] > 0 and sweep["target"] > 0, name
         assert sweep["speedup"] == pytest.approx(sweep["sequential_s"] / sweep["population_s"])
+        # The sweep's CPU time counts its worker processes too: more than nothing, at most its cores' worth.
+        for kind, wall in (("sequential", sweep["sequential_s"]), ("population", sweep["population_s"])):
+            assert 0 < sweep["cpu_s"][kind] <= wall * (os.cpu_count() or 1) * 1.05, (name, kind)
         phases = sweep["population_phases"]
         assert phases["training_s"] > 0 and phases["member_open_s"] > 0 and phases["member_close_s"] > 0, name
         # Every part of a member's tracking was timed (every member logs its model by default).
@@ -56,6 +60,7 @@ def test_quick_bench_writes_every_figure(tmp_path: Path) -> None:
     # Piped (as into a CI log), the tables are not cut at 80 columns: every header stays whole.
     assert "population s" in result.stdout and "per member close s" in result.stdout
     assert "grid16, one member's tracking (median s): run " in result.stdout
+    assert "grid16, CPU time of the process tree (median s): sequential " in result.stdout
     fixed = report["fixed_costs"]
     assert fixed["help_imports_torch"] is False and fixed["config_error_imports_torch"] is False
     assert fixed["help_s"] > 0 and fixed["config_error_s"] > 0
