@@ -6,7 +6,8 @@ use them too (on their own they are too small to pay for a worker's start-up).""
 
 from __future__ import annotations
 
-from typing import Any
+from experiments.plot_worker import PlotWorker, plot_worker_for
+from experiments.population_writer import PopulationWriter, population_writer_for
 
 
 class PopulationWorkers:
@@ -14,27 +15,24 @@ class PopulationWorkers:
 
     def __init__(self, members: int) -> None:
         self.members = members
-        self._started: dict[str, Any] = {}
+        # None: not asked for yet; then the worker, or None where one does not pay (or cannot start).
+        self._writer: tuple[PopulationWriter | None] | None = None
+        self._plots: tuple[PlotWorker | None] | None = None
 
-    def writer(self) -> Any:
-        """The `population_writer.PopulationWriter`, or None where one does not pay (or cannot start)."""
-        if "writer" not in self._started:
-            from experiments.population_writer import population_writer_for
+    def writer(self) -> PopulationWriter | None:
+        if self._writer is None:
+            self._writer = (population_writer_for(self.members),)
+        return self._writer[0]
 
-            self._started["writer"] = population_writer_for(self.members)
-        return self._started["writer"]
-
-    def plots(self) -> Any:
-        """The `plot_worker.PlotWorker`, or None where one does not pay (or cannot start)."""
-        if "plots" not in self._started:
-            from experiments.plot_worker import plot_worker_for
-
-            self._started["plots"] = plot_worker_for(self.members)
-        return self._started["plots"]
+    def plots(self) -> PlotWorker | None:
+        if self._plots is None:
+            self._plots = (plot_worker_for(self.members),)
+        return self._plots[0]
 
     def close(self) -> None:
         """Stop them (what the writer still holds, the files of a job that failed as it opened, is written)."""
-        started, self._started = self._started, {}
-        for worker in started.values():
+        started = [worker for asked in (self._writer, self._plots) if asked is not None for worker in asked]
+        self._writer = self._plots = None
+        for worker in started:
             if worker is not None:
                 worker.close()
