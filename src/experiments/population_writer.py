@@ -99,7 +99,7 @@ def _write_record(uri: str, run_id: str, record: RunRecord) -> None:
 
 def _ready() -> None:
     """The worker's first task: load what writing needs."""
-    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401 - what the first record's store opens with
+    import mlflow.store.tracking.sqlalchemy_store  # what the first record's store opens with
     import mlflow.tracking  # noqa: F401
     import omegaconf  # noqa: F401
     import yaml  # noqa: F401
