@@ -15,6 +15,7 @@ from pathlib import Path
 
 from experiments.learning_curve_plot import plot_learning_curve
 from experiments.speedups import leave_fast_at_exit
+from experiments.timing import mark
 
 MIN_MEMBERS = 4  # below this the worker's start-up (~0.5 s of imports) costs more than it saves
 # From this many members on, two workers: one draws a plot (~0.08 s) more slowly than the main process
@@ -34,6 +35,7 @@ class PlotWorker:
                                          initializer=leave_fast_at_exit)
         for _ in range(workers):  # a spawned pool starts a process per task waiting: started now, not after training
             self._pool.submit(_ready)
+        mark("plot_worker_start")
         self._folder = Path(tempfile.mkdtemp(prefix="learning-curves-"))
         self._jobs: dict[int, tuple[Future, dict[str, dict[int, float]], str, Path]] = {}
         self._count = itertools.count()

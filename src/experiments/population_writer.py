@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.speedups import leave_fast_at_exit
+from experiments.timing import mark
 from experiments.tracking.run_record import RunRecord, write_run_record
 
 # Below this, the worker's start-up (~1.5 s of MLflow's imports, on the other core) buys little.
@@ -34,6 +35,7 @@ class PopulationWriter:
         self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
                                          initializer=leave_fast_at_exit)
         self._pool.submit(_ready)  # started now: its imports overlap the first members' opening
+        mark("population_writer_start")
 
     def submit_files(self, folder: Path, files: dict[str, Any]) -> Future:
         """`files`: name → a config as plain values (`OmegaConf.to_container`), saved as YAML in `folder`."""

@@ -3,6 +3,7 @@ grid and Optuna sweepers, a real sqlite MLflow store; each member compared with 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from experiments.paths import project_root
+from experiments.timing import PHASE_FILE_ENV
 from tests.conftest import FAST, parent_and_children, run_cli
 
 pytestmark = pytest.mark.e2e
@@ -157,6 +159,28 @@ def test_optuna_batches_trials_into_populations_resumes_and_prunes_a_member(tmp_
         else:
             assert run.info.status == "FINISHED"
             assert trial.value == pytest.approx(run.data.metrics["val/loss_best"])
+    assert parent.info.status == "FINISHED"
+
+
+def test_an_optuna_sweeps_batches_share_one_set_of_worker_processes(tmp_path: Path, outputs: Path) -> None:
+    """Batch after batch of 8 same-shape trials: the writer and plot workers start once for the sweep (their
+    start-up is seconds of a core), and every batch's runs are still complete."""
+    phases = tmp_path / "phases.jsonl"
+    args = ["sweep=optuna", "hydra.sweeper.params=null", POPULATION, "data=wine", "trainer.max_epochs=2",
+            "logger.log_model=false", "hydra.sweeper.sampler=grid", "hydra.sweeper.seed=0",
+            "hydra.sweeper.n_trials=16", "hydra.sweeper.n_jobs=8", "hydra.sweeper.pruner=none",
+            "optimizer.lr=choice(1e-2,1e-3)", "seed=choice(1,2,3,4,5,6,7,8)"]
+    result = run_cli(["train", f"paths.output_dir={outputs}", *FAST, *args], cwd=tmp_path,
+                     env={PHASE_FILE_ENV: str(phases)})
+    assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-3000:])
+    assert result.stdout.count("Training 8 runs as one population") == 2
+    marks = [name for line in phases.read_text().splitlines() for name in json.loads(line)]
+    assert marks.count("population_writer_start") == 1 and marks.count("plot_worker_start") == 1, marks
+    client, parent, children = parent_and_children(outputs)
+    assert len(children) == 16 and {run.info.status for run in children} == {"FINISHED"}
+    for run in children:  # each run's record, written by the shared writer, and its learning curve
+        assert run.data.params["seed"] and "optuna.trial_number" in run.data.params
+        assert [f.path for f in client.list_artifacts(run.info.run_id, "plots")] == ["plots/learning_curve.png"]
     assert parent.info.status == "FINISHED"
 
 

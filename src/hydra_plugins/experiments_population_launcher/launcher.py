@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
 import logging
 import os
@@ -29,6 +30,7 @@ class PopulationLauncher(Launcher):
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
+        self.workers: Any = None  # the sweep's `population_workers.PopulationWorkers`, once a launch asks
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         from experiments.speedups import cache_sweep_configs
@@ -61,17 +63,18 @@ class PopulationLauncher(Launcher):
         chunks = [positions[start : start + self.max_members]
                   for positions in groups.values() for start in range(0, len(positions), self.max_members)]
         results: list[JobReturn | None] = [None] * len(configs)
-        workers = PopulationWorkers(sum(len(chunk) for chunk in chunks if len(chunk) > 1))
-        try:
-            for chunk in chunks:
-                if len(chunk) == 1:
-                    results[chunk[0]] = self._run_alone(configs[chunk[0]])
-                else:
-                    population = [configs[p] for p in chunk]
-                    for position, result in zip(chunk, self._run_population(population, workers)):
-                        results[position] = result
-        finally:
-            workers.close()
+        members = sum(len(chunk) for chunk in chunks if len(chunk) > 1)
+        if self.workers is None:  # one set for the sweep process: an Optuna sweep launches batch after batch
+            self.workers = PopulationWorkers(members)
+            atexit.register(self.workers.close)
+        self.workers.members = members
+        for chunk in chunks:
+            if len(chunk) == 1:
+                results[chunk[0]] = self._run_alone(configs[chunk[0]])
+            else:
+                population = [configs[p] for p in chunk]
+                for position, result in zip(chunk, self._run_population(population, self.workers)):
+                    results[position] = result
         assert all(result is not None for result in results)
         return results  # type: ignore[return-value]
 
