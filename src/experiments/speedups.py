@@ -26,6 +26,7 @@ upgrade can make a run slower but never wrong.
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
 import sys
@@ -47,6 +48,7 @@ def enabled(name: str) -> bool:
     return not ({"all", "1", name} & off)
 
 
+@functools.cache  # read from the installed metadata once: a population renders four configs per member
 def _version_of(distribution: str) -> tuple[int, ...]:
     from importlib.metadata import PackageNotFoundError, version
 
