@@ -200,6 +200,11 @@ class Population:
         """Train one chunk as a population, test it, and hand each member its results."""
         from experiments.speedups import resume_gc_after_startup
 
+        from experiments.models.population_module import optimizer_groups
+
+        # Members of one optimizer group side by side (each group's parameters are stacked tensors).
+        groups = optimizer_groups([_member_settings(m.cfg) for m in chunk])
+        chunk = [chunk[m] for m in sorted(range(len(chunk)), key=groups.__getitem__)]
         first = chunk[0].cfg
         module = self._module(chunk)
         trainer, averaged = self._trainer(chunk)
@@ -218,6 +223,7 @@ class Population:
             trainer.test(module, datamodule=self.datamodule, verbose=False)
         mark("population_fit_end")
         best = module.best_member()
+        module.net.export_members()
         for m, member in enumerate(chunk):
             member.state, member.settings, member.tested = module.states[m], module.settings[m], module.test_scores[m]
             member.averaged, member.is_best, member.last_epoch = averaged, m == best, trainer.current_epoch - 1
@@ -226,16 +232,17 @@ class Population:
 
     def _module(self, chunk: list[Member]) -> Any:
         """The chunk's PopulationModule, with threads for its size and each member's batches."""
-        from experiments.models.population_module import PopulationModule
+        from experiments.models.population_module import PopulationModule, optimizer_groups
         from experiments.models.population_net import PopulationNet
         from experiments.sizing import apply_threads, choose_eval_batch_size, choose_threads, widest_layer
 
         first, cfgs = chunk[0].cfg, [m.cfg for m in chunk]
+        settings = [_member_settings(c) for c in cfgs]
         # The population's compute is its members' together: threads as for a network that size.
         apply_threads(choose_threads(first.threads, sum(m.n_params for m in chunk), first.data.batch_size))
         net = PopulationNet([m.net for m in chunk], [float(c.model.get("dropout") or 0.0) for c in cfgs],
                             [float(c.regularization.get("input_noise", 0.0)) for c in cfgs],
-                            [m.generator for m in chunk], [int(c.seed) for c in cfgs])
+                            [m.generator for m in chunk], [int(c.seed) for c in cfgs], optimizer_groups(settings))
         optimizer = OmegaConf.to_container(first.optimizer, resolve=True)
         assert isinstance(optimizer, dict)
         self.datamodule.member_seeds = [int(c.data.shuffle_seed) for c in cfgs]
@@ -243,7 +250,7 @@ class Population:
             first.data.get("eval_batch_size", "auto"),
             widest_layer(self.datamodule.input_dim, first.model.get("hidden_dims") or []))
         return PopulationModule(
-            net, [_member_settings(c) for c in cfgs], **self.datamodule.target.training_settings(),
+            net, settings, **self.datamodule.target.training_settings(),
             optimizer_target=population_optimizer(optimizer)[0], fused=optimizer.get("fused", False),
             scheduler=OmegaConf.to_container(first.scheduler, resolve=True),  # type: ignore[arg-type]
             monitor=first.monitor, monitor_mode=first.monitor_mode)

@@ -2,16 +2,19 @@
 
 Automatic optimization, one optimizer step per `training_step`: the step's loss is the sum of the
 members' losses, so each member's gradient is its own loss's gradient. The optimizer's parameter groups
-carry the members' options (lr, betas, momentum, weight decay …): members with the same options share one. A member that stops — early stopping, the
-loss threshold, a non-finite loss — is frozen: its loss leaves the sum, its parameters get no gradient,
-and the optimizer skips them. Its best weights (by the monitor, as the single run's checkpoint keeps
-them) are kept in memory for testing and logging.
+carry the members' options (lr, betas, momentum, weight decay …): members with the same options share one
+(contiguous in the population, see `optimizer_groups`). A member that stops — early stopping, the loss
+threshold, a non-finite loss — is frozen: its loss leaves the sum, and its weights are put back as they
+stopped after every optimizer step (its slice of a stacked tensor is stepped with the others). Its best
+weights (by the monitor, as the single run's checkpoint keeps them) are kept in memory for testing and
+logging.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,8 +24,7 @@ import torch
 from experiments.errors import non_finite_message
 from experiments.models.optim import fused_option, optimizer_class, scheduler_config
 from experiments.models.population_metrics import PopulationOutputs
-from experiments.models.population_net import PopulationNet
-from experiments.models.regularization import apply_max_norm, weight_penalty
+from experiments.models.population_net import PopulationNet, group_runs
 from experiments.models.tasks import main_metric, member_task_losses, task_loss
 
 
@@ -61,6 +63,12 @@ class MemberState:
         return self.stopped_epoch is None and self.failure is None
 
 
+def optimizer_groups(settings: Sequence[MemberSettings]) -> list[int]:
+    """Each member's optimizer group, numbered as first met: members with the same options share one."""
+    ids: dict[str, int] = {}
+    return [ids.setdefault(json.dumps(s.optimizer, sort_keys=True, default=repr), len(ids)) for s in settings]
+
+
 class PopulationModule(pl.LightningModule):
     def __init__(self, net: PopulationNet, members: list[MemberSettings], task: str, num_classes: int,
                  optimizer_target: str, fused: Any, scheduler: dict[str, Any] | None,
@@ -68,8 +76,12 @@ class PopulationModule(pl.LightningModule):
                  class_weights: list[float] | tuple[float, ...] | None = None,
                  target_scale: tuple[float, float] | None = None) -> None:
         super().__init__()
+        groups = optimizer_groups(members)
+        if group_runs(groups) != net.group_bounds:
+            raise ValueError("the network's groups must be the members' optimizer groups")
         self.net = net
         self.settings = members
+        self._frozen: dict[int, dict[str, torch.Tensor]] = {}  # stopped member → its weights as it stopped
         self.task = task
         self.optimizer_target = optimizer_target
         self.fused = fused  # optimizer.fused, shared: true | false | auto
@@ -99,11 +111,8 @@ class PopulationModule(pl.LightningModule):
         if losses is None:
             losses = torch.stack([task_loss(output[m], y[m], self.task, settings.label_smoothing, self.class_weights)
                                   for m, settings in enumerate(self.settings)])
-        penalties = [weight_penalty(self.net.members[m], s.l1, s.l2) for m, s in enumerate(self.settings)]
-        if any(penalty is not None for penalty in penalties):
-            zero = losses.new_zeros(())
-            losses = losses + torch.stack([zero if penalty is None else penalty for penalty in penalties])
-        return losses
+        penalties = self.net.weight_penalties([s.l1 for s in self.settings], [s.l2 for s in self.settings])
+        return losses if penalties is None else losses + penalties
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
@@ -125,17 +134,21 @@ class PopulationModule(pl.LightningModule):
 
     def on_before_optimizer_step(self, optimizer: Any) -> None:
         # A stopped member's loss left the sum, but its weights still took part in the batched forward, so
-        # they hold zero gradients, and Adam's momentum or weight decay would still move them: without a
-        # gradient the optimizer skips them, and the member stays as it stopped.
+        # they hold zero gradients, and Adam's momentum or weight decay would still move them: its norm
+        # layers get no gradient (the optimizer skips them), its stacked slices are put back after the step.
         for m, state in enumerate(self.states):
             if not state.active:
-                for parameter in self.net.members[m].parameters():
+                if m not in self._frozen:
+                    self._frozen[m] = self.net.member_state(m)
+                for parameter in self.net.norm_parameters(m):
                     parameter.grad = None
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        for m, weights in self._frozen.items():
+            self.net.load_member_state(m, weights, linear_only=True)
         for m, settings in enumerate(self.settings):
             if settings.max_norm > 0 and self.states[m].active:  # after the step, as a run alone does
-                apply_max_norm(self.net.members[m], settings.max_norm)
+                self.net.apply_max_norm(m, settings.max_norm)
 
     def on_train_epoch_start(self) -> None:
         self._objective_sum = torch.zeros(len(self.settings), device=self.device)
@@ -177,7 +190,7 @@ class PopulationModule(pl.LightningModule):
             if improved or state.best_epoch < 0:
                 state.best_value, state.best_epoch = current, self.current_epoch
                 # Kept where the member trains (on a GPU the population stays on the device).
-                state.best_weights = {k: v.detach().clone() for k, v in self.net.members[m].state_dict().items()}
+                state.best_weights = self.net.member_state(m)
             values[f"{self.monitor}_best"] = state.best_value
             values[f"{self.monitor}_best_epoch"] = float(state.best_epoch)
         return values
@@ -226,7 +239,7 @@ class PopulationModule(pl.LightningModule):
         """Each member back at its best epoch's weights (what a run alone tests and logs)."""
         for m, state in enumerate(self.states):
             if state.best_weights is not None:
-                self.net.members[m].load_state_dict(state.best_weights)
+                self.net.load_member_state(m, state.best_weights)
 
     def best_member(self) -> int | None:
         """The member with the best monitored value (of those that did not fail), or None."""
@@ -238,15 +251,11 @@ class PopulationModule(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         cls = optimizer_class(self.optimizer_target)
-        # One group per distinct set of options, holding the parameters of every member that has it: the
-        # update is elementwise, so a member's steps are those of a group of its own, in fewer calls.
-        by_options: dict[str, dict[str, Any]] = {}
-        for m, settings in enumerate(self.settings):
-            key = json.dumps(settings.optimizer, sort_keys=True, default=repr)
-            group = by_options.setdefault(key, {"params": [], **settings.optimizer})
-            group["params"] += list(self.net.members[m].parameters())
-        groups = list(by_options.values())
-        params = list(self.net.parameters())
+        # One group per distinct set of options, holding the stacked parameters of every member that has
+        # it: the update is elementwise, so a member's steps are those of a group of its own.
+        groups = [{"params": self.net.group_parameters(g), **self.settings[start].optimizer}
+                  for g, (start, _end) in enumerate(self.net.group_bounds)]
+        params = [p for group in groups for p in group["params"]]
         # The first member's options are the defaults; every group sets its own anyway.
         optimizer = cls(groups, **self.settings[0].optimizer, **fused_option(cls, self.fused, params))
         scheduler = scheduler_config(self.scheduler_cfg, optimizer, self.monitor)
