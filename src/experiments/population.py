@@ -1,8 +1,9 @@
 """Train several sweep jobs of one shape as one batched model, each still its own MLflow run.
 
 The population launcher (`hydra/launcher=population`) groups a sweep's jobs by `population_key`, then
-for each group of two or more: `Population.open(i, cfg)` for every job inside that job's Hydra context
-(the run is recorded as a child of the sweep, with the job's overrides), `Population.train()` once, and
+for each group of two or more: `Population.check(i, cfg)` for every job as it starts, then
+`Population.open(i, cfg)` for every job, each inside that job's Hydra context (the run is recorded as a
+child of the sweep, with the job's overrides), `Population.train()` once, and
 `Population.close(i)` for every job, again in its context: it returns the job's objective or raises
 what ended the member (a non-finite loss, pruning), as `train` does for a run alone.
 
@@ -59,6 +60,7 @@ class Population:
         # writing done here should the worker die).
         self.writer: Any = self.workers.writer()
         self.pending: dict[int, list[tuple[Future, Callable[[], None]]]] = {}
+        self._checked: set[int] = set()
 
     # -- per job, in its Hydra context ------------------------------------------------------------
     def save_job_files(self, index: int, folder: Path, configs: dict[str, Any], now: bool = False) -> None:
@@ -73,9 +75,8 @@ class Population:
         self.pending.setdefault(index, []).append(
             (self.writer.submit_files(folder, values), functools.partial(save_yaml_files, folder, values)))
 
-    def open(self, index: int, cfg: DictConfig) -> None:
-        """Check the job's config, build its network under its seed and open its MLflow run."""
-        mark("member_open_start")
+    def check(self, index: int, cfg: DictConfig) -> None:
+        """Resolve and check the job's config (raising what is wrong with it), in its Hydra context."""
         # Resolved once, in place, here in the job's Hydra context (its run dir): training and closing
         # happen outside of it, and every later reading (params, config.yaml, the check) is then a plain
         # walk. A value that cannot be resolved is left for the check, which says what is wrong.
@@ -85,6 +86,14 @@ class Population:
             except OmegaConfBaseException:
                 pass
         validate_config(cfg)
+        self._checked.add(index)
+
+    def open(self, index: int, cfg: DictConfig) -> None:
+        """Build the member's network under its seed and open its MLflow run (checking the config first,
+        unless `check` did), in its job's Hydra context."""
+        if index not in self._checked:
+            self.check(index, cfg)
+        mark("member_open_start")
         import lightning.pytorch as pl
         import torch
 

@@ -99,11 +99,9 @@ class PopulationNet(nn.Module):
 
     def member_state(self, m: int) -> dict[str, torch.Tensor]:
         """Member m's weights as its own network's state dict (copies)."""
-        state = {key: value.detach().clone() for key, value in self.members[m].state_dict().items()}
-        for i in self._linear:
-            for name in ("weight", "bias"):
-                state[f"{self._names[m][i]}.{name}"] = self._slice(m, i, name).detach().clone()
-        return state
+        slices = {f"{self._names[m][i]}.{name}": self._slice(m, i, name) for i in self._linear
+                  for name in ("weight", "bias")}
+        return {key: slices.get(key, value).detach().clone() for key, value in self.members[m].state_dict().items()}
 
     @torch.no_grad()
     def load_member_state(self, m: int, state: dict[str, torch.Tensor], linear_only: bool = False) -> None:

@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
@@ -87,29 +87,39 @@ class PopulationLauncher(Launcher):
         return result
 
     def _run_population(self, sweep_configs: list[DictConfig], workers: Any) -> list[JobReturn]:
-        """Open every member in its own job context, train them together, close each in its context."""
+        """Start every job and check its config, then open every member (each in its job's context), train
+        them together, close each in its context. Every job starts before the first member opens: the
+        writer saves the jobs' files while the first opening imports Lightning and torch."""
         from experiments.population import Population
 
         population = Population(len(sweep_configs), self.memory_bytes, workers)
         try:
             results = [JobReturn() for _ in sweep_configs]
-            opened: list[int] = []
+            checked: list[int] = []
             for i, sweep_config in enumerate(sweep_configs):
                 save = functools.partial(population.save_job_files, i)
-                with self._job(sweep_config, results[i], start=True, save=save) as task_cfg:
+                with self._job(sweep_config, results[i], "start", save=save) as task_cfg:
+                    try:
+                        population.check(i, task_cfg)
+                        checked.append(i)
+                    except Exception as err:  # noqa: BLE001 - the job fails; the sweeper is told
+                        _failed(results[i], err)
+            opened: list[int] = []
+            for i in checked:
+                with self._job(sweep_configs[i], results[i], "resume") as task_cfg:
                     try:
                         population.open(i, task_cfg)
                         opened.append(i)
-                    except Exception as err:  # noqa: BLE001 - the job fails; the sweeper is told
+                    except Exception as err:  # noqa: BLE001
                         _failed(results[i], err)
             if len(opened):
                 population.train()
             for i, sweep_config in enumerate(sweep_configs):
                 if i not in opened:
-                    with self._job(sweep_config, results[i], start=False):
+                    with self._job(sweep_config, results[i], "end"):
                         pass
                     continue
-                with self._job(sweep_config, results[i], start=False):
+                with self._job(sweep_config, results[i], "end"):
                     try:
                         results[i].return_value = population.close(i)
                         results[i].status = JobStatus.COMPLETED
@@ -120,13 +130,15 @@ class PopulationLauncher(Launcher):
         return results
 
     @contextmanager
-    def _job(self, sweep_config: DictConfig, result: JobReturn, start: bool,
+    def _job(self, sweep_config: DictConfig, result: JobReturn, phase: Literal["start", "resume", "end"],
              save: Callable[..., None] | None = None) -> Iterator[DictConfig]:
         """The job's Hydra context, as `hydra.core.utils.run_job` sets it up: its output dir and saved
         configs (by `save(folder, {name: config}, now=…)`, `now` where a callback acts as a job starts)
-        and the `on_job_start` callbacks when it starts; `on_job_end` when it ends."""
+        and the `on_job_start` callbacks when it starts; its context and logging again to resume it; the
+        `on_job_end` callbacks when it ends."""
         assert self.hydra_context is not None
         previous = HydraConfig.instance().cfg
+        start = phase == "start"
         if start:
             HydraConfig.instance().set_config(sweep_config)  # for resolving the job's output dir
             output_dir = os.path.join(str(sweep_config.hydra.sweep.dir), str(sweep_config.hydra.sweep.subdir))
@@ -137,12 +149,14 @@ class PopulationLauncher(Launcher):
             for runtime in (sweep_config.hydra.runtime, result.hydra_cfg.hydra.runtime):
                 with read_write(runtime), open_dict(runtime):
                     runtime.output_dir = os.path.abspath(output_dir)
-        else:  # every job's context was opened (start=True) before it is closed
+        else:  # every job's context was opened ("start") before it is resumed or closed
             HydraConfig.instance().cfg = result.hydra_cfg
+            if phase == "resume":  # what the member logs as it opens goes to the job's log file
+                configure_log(sweep_config.hydra.job_logging, sweep_config.hydra.verbose)
         # The job's config is the sweep config without Hydra's node, with its flags, as run_job makes it
         # (a deep copy, less that node): copied without the node, which is half of it.
         task_cfg = OmegaConf.masked_copy(sweep_config, [str(k) for k in sweep_config if k != "hydra"]) \
-            if start else sweep_config
+            if start else result.cfg if phase == "resume" else sweep_config
         if start:
             if OmegaConf.is_struct(sweep_config):
                 OmegaConf.set_struct(task_cfg, True)
@@ -165,7 +179,7 @@ class PopulationLauncher(Launcher):
                     save(folder, configs, now=_watches_job_start(self.hydra_context.callbacks))
                 self.hydra_context.callbacks.on_job_start(config=sweep_config, task_function=self.task_function)
             yield task_cfg
-            if not start:
+            if phase == "end":
                 self.hydra_context.callbacks.on_job_end(config=sweep_config, job_return=result)
         finally:
             HydraConfig.instance().cfg = previous
