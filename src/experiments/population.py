@@ -23,8 +23,15 @@ from omegaconf import DictConfig, OmegaConf, read_write
 from omegaconf.errors import OmegaConfBaseException
 
 from experiments.errors import instantiated
-from experiments.population_grouping import SHARED_OPTIMIZER_KEYS, population_optimizer
-from experiments.population_member import Member, curve_series, finish, finish_failed, plots_curve
+from experiments.population_grouping import population_optimizer
+from experiments.population_member import (
+    Member,
+    curve_series,
+    finish,
+    finish_failed,
+    member_settings,
+    plots_curve,
+)
 from experiments.population_workers import PopulationWorkers
 from experiments.population_writer import save_yaml_files, wait_for
 from experiments.timing import mark, marked
@@ -207,15 +214,16 @@ class Population:
 
     def _fit(self, chunk: list[Member]) -> None:
         """Train one chunk as a population, test it, and hand each member its results."""
+        from experiments.models.population_module import optimizer_groups
         from experiments.speedups import resume_gc_after_startup
 
-        from experiments.models.population_module import optimizer_groups
-
         # Members of one optimizer group side by side (each group's parameters are stacked tensors).
-        groups = optimizer_groups([_member_settings(m.cfg) for m in chunk])
-        chunk = [chunk[m] for m in sorted(range(len(chunk)), key=groups.__getitem__)]
+        settings = [member_settings(m.cfg) for m in chunk]
+        groups = optimizer_groups(settings)
+        order = sorted(range(len(chunk)), key=groups.__getitem__)
+        chunk, settings = [chunk[m] for m in order], [settings[m] for m in order]
         first = chunk[0].cfg
-        module = self._module(chunk)
+        module = self._module(chunk, settings)
         trainer, averaged = self._trainer(chunk)
         runs = f"{len(chunk)} runs as one population" if len(chunk) > 1 else "1 run as a population of one"
         print(f"Training {runs} ({_describe(first)}).", flush=True)
@@ -239,14 +247,13 @@ class Population:
             member.net = module.net.members[m]
         self.datamodule.member_seeds = []
 
-    def _module(self, chunk: list[Member]) -> Any:
+    def _module(self, chunk: list[Member], settings: list[Any]) -> Any:
         """The chunk's PopulationModule, with threads for its size and each member's batches."""
         from experiments.models.population_module import PopulationModule, optimizer_groups
         from experiments.models.population_net import PopulationNet
         from experiments.sizing import apply_threads, choose_eval_batch_size, choose_threads, widest_layer
 
         first, cfgs = chunk[0].cfg, [m.cfg for m in chunk]
-        settings = [_member_settings(c) for c in cfgs]
         # The population's compute is its members' together: threads as for a network that size.
         apply_threads(choose_threads(first.threads, sum(m.n_params for m in chunk), first.data.batch_size))
         net = PopulationNet([m.net for m in chunk], [float(c.model.get("dropout") or 0.0) for c in cfgs],
@@ -286,27 +293,6 @@ class Population:
         if averaged:
             callbacks.append(instantiated(first.callbacks.swa))
         return build_trainer(trainer_cfg, callbacks, False, []), averaged
-
-
-def _member_settings(cfg: DictConfig) -> Any:
-    from experiments.models.optim import optimizer_arguments
-    from experiments.models.population_module import MemberSettings
-
-    options = OmegaConf.to_container(cfg.optimizer, resolve=True)
-    assert isinstance(options, dict)
-    group = {k: v for k, v in optimizer_arguments(options).items() if k not in SHARED_OPTIMIZER_KEYS}
-    group.update(population_optimizer(options)[1])
-    reg = cfg.regularization
-    stopping = cfg.callbacks.get("early_stopping") or {}
-    threshold = cfg.callbacks.get("loss_threshold") or {}
-    return MemberSettings(
-        optimizer=group, l1=float(reg.get("l1", 0.0)), l2=float(reg.get("l2", 0.0)),
-        label_smoothing=float(reg.get("label_smoothing", 0.0)), max_norm=float(reg.get("max_norm", 0.0)),
-        patience=None if stopping.get("patience") is None else int(stopping.patience),
-        min_delta=float(stopping.get("min_delta", 0.0)),
-        loss_threshold=None if threshold.get("threshold") is None else float(threshold.threshold),
-        threshold_monitor=str(threshold.get("monitor", "train/loss")),
-    )
 
 
 def _describe(cfg: DictConfig) -> str:

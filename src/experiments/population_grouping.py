@@ -19,6 +19,11 @@ SWA = "lightning.pytorch.callbacks.StochasticWeightAveraging"
 # AdamW is Adam with `decoupled_weight_decay=True`, a per-group option of Adam since torch 2.7 (AdamW is
 # its subclass there, the same step): members of either class share one Adam optimizer, a flag per group.
 DECOUPLED_TWINS = {"torch.optim.AdamW": "torch.optim.Adam"}
+# Optimizers whose update of each weight depends on that weight's gradient history alone: members' weights
+# stacked in one tensor then step as each member's would. Others (Adafactor's factored statistics, LBFGS's
+# line search over every weight) would mix members: their jobs train alone.
+ELEMENTWISE_OPTIMIZERS = {f"torch.optim.{name}" for name in (
+    "SGD", "Adam", "AdamW", "NAdam", "RAdam", "Adamax", "Adagrad", "Adadelta", "RMSprop", "Rprop", "ASGD")}
 
 
 @lru_cache(maxsize=1)
@@ -73,6 +78,7 @@ def population_key(cfg: DictConfig) -> str | None:
         or set(callbacks) - _KNOWN_CALLBACKS
         or checkpoint.get("monitor") != "${monitor}"  # a run alone tests the monitor's best epoch
         or not isinstance(plain.get("optimized_metric"), str | list)
+        or str((plain.get("optimizer") or {}).get("_target_")) not in ELEMENTWISE_OPTIMIZERS
         # Weight averaging goes on over every epoch a run trains: members that stop early train alone.
         or (swa is not None and (swa.get("_target_") != SWA or any(stop is not None for stop in stops)))
     )

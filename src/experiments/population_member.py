@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from experiments.errors import TrainingFailed, UserError
 from experiments.learning_curve_plot import curve_keys, log_learning_curve
+from experiments.population_grouping import SHARED_OPTIMIZER_KEYS, population_optimizer
 from experiments.run_names import run_name_for
 from experiments.timing import marked
 from experiments.tracking.sweep_job import objective_value
@@ -104,6 +105,28 @@ def curve_series(history: dict[int, dict[str, float]], metric: str) -> dict[str,
             if key in values:
                 series.setdefault(key, {})[epoch] = values[key]
     return series
+
+
+def member_settings(cfg: DictConfig) -> Any:
+    """What of the member's config may differ from the other members' (`models.population_module.MemberSettings`)."""
+    from experiments.models.optim import optimizer_arguments
+    from experiments.models.population_module import MemberSettings
+
+    options = OmegaConf.to_container(cfg.optimizer, resolve=True)
+    assert isinstance(options, dict)
+    group = {k: v for k, v in optimizer_arguments(options).items() if k not in SHARED_OPTIMIZER_KEYS}
+    group.update(population_optimizer(options)[1])
+    reg = cfg.regularization
+    stopping = cfg.callbacks.get("early_stopping") or {}
+    threshold = cfg.callbacks.get("loss_threshold") or {}
+    return MemberSettings(
+        optimizer=group, l1=float(reg.get("l1", 0.0)), l2=float(reg.get("l2", 0.0)),
+        label_smoothing=float(reg.get("label_smoothing", 0.0)), max_norm=float(reg.get("max_norm", 0.0)),
+        patience=None if stopping.get("patience") is None else int(stopping.patience),
+        min_delta=float(stopping.get("min_delta", 0.0)),
+        loss_threshold=None if threshold.get("threshold") is None else float(threshold.threshold),
+        threshold_monitor=str(threshold.get("monitor", "train/loss")),
+    )
 
 
 def _logs_model(setting: Any, is_best: bool) -> bool:

@@ -54,15 +54,15 @@ POPULATION_MEMORY_SHARE = 0.5
 def member_memory_bytes(n_params: int, input_dim: int, hidden_dims: list[int], batch_size: int,
                         split_sizes: dict[str, int]) -> int:
     """What one member of a population needs, in float32 bytes: its stacked weights and its own
-    network's, gradients, two optimizer states, the best weights' copy and an averaging copy (7 × the
-    parameters); a training step's
+    network's, gradients, two optimizer states, the optimizer groups' weights joined for a step, the best
+    weights' copy and an averaging copy of both weights (9 × the parameters); a training step's
     activations, kept for backward with their masks (4 per unit and sample); one evaluation batch's
     activations; and the outputs of the evaluated splits, kept for the epoch's metrics."""
     widest = widest_layer(input_dim, hidden_dims)
     units = input_dim + sum(hidden_dims) + 1
     eval_rows = choose_eval_batch_size("auto", widest)
     evaluated = split_sizes.get("val", 0) + split_sizes.get("train", 0) + split_sizes.get("test", 0)
-    floats = 7 * n_params + 4 * batch_size * units + 2 * eval_rows * widest + 2 * evaluated
+    floats = 9 * n_params + 4 * batch_size * units + 2 * eval_rows * widest + 2 * evaluated
     return 4 * floats
 
 

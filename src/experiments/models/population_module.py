@@ -140,6 +140,7 @@ class PopulationModule(pl.LightningModule):
             if not state.active:
                 if m not in self._frozen:
                     self._frozen[m] = self.net.member_state(m)
+                self.net.zero_member_grads(m)  # no NaN of a failed member in the optimizer's state
                 for parameter in self.net.norm_parameters(m):
                     parameter.grad = None
 

@@ -61,6 +61,11 @@ class PopulationNet(nn.Module):
             _key(g, i, name): nn.Parameter(torch.stack([getattr(self._layer_lists[m][i], name).detach()
                                                         for m in range(start, end)]).clone())
             for g, (start, end) in enumerate(self.group_bounds) for i in self._linear for name in ("weight", "bias")})
+        # The members' own Linear weights take no part in training (the stacked ones do) until
+        # `export_members` writes the trained weights back into them.
+        for layers in self._layer_lists:
+            for i in self._linear:
+                layers[i].requires_grad_(False)
 
     def __len__(self) -> int:
         return len(self.members)
@@ -120,6 +125,16 @@ class PopulationNet(nn.Module):
             for i in self._linear:
                 for name in ("weight", "bias"):
                     getattr(layers[i], name).copy_(self._slice(m, i, name))
+                layers[i].requires_grad_(True)
+
+    @torch.no_grad()
+    def zero_member_grads(self, m: int) -> None:
+        """Member m's slices of the stacked gradients set to 0 (a stopped member's may hold NaN)."""
+        for i in self._linear:
+            for name in ("weight", "bias"):
+                grad = self._slice_of(m, i, name).grad
+                if grad is not None:
+                    grad[m - self._start(m)].zero_()
 
     def weight_penalties(self, l1: Sequence[float], l2: Sequence[float]) -> torch.Tensor | None:
         """Each member's `l1 * Σ|w| + l2 * Σ w²` over its Linear weights (as `regularization.weight_penalty`
@@ -145,9 +160,19 @@ class PopulationNet(nn.Module):
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     def _slice(self, m: int, index: int, name: str) -> torch.Tensor:
+        return self._slice_of(m, index, name)[m - self._start(m)]
+
+    def _slice_of(self, m: int, index: int, name: str) -> nn.Parameter:
+        """The stacked parameter that holds member m's slice."""
+        return self.stacked[_key(self._group(m), index, name)]
+
+    def _start(self, m: int) -> int:
+        return self.group_bounds[self._group(m)][0]
+
+    def _group(self, m: int) -> int:
         for g, (start, end) in enumerate(self.group_bounds):
             if start <= m < end:
-                return self.stacked[_key(g, index, name)][m - start]
+                return g
         raise IndexError(m)
 
     def _generator(self, m: int, device: torch.device) -> torch.Generator:

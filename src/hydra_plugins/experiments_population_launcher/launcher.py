@@ -89,22 +89,30 @@ class PopulationLauncher(Launcher):
     def _run_population(self, sweep_configs: list[DictConfig], workers: Any) -> list[JobReturn]:
         """Start every job and check its config, then open every member (each in its job's context), train
         them together, close each in its context. Every job starts before the first member opens: the
-        writer saves the jobs' files while the first opening imports Lightning and torch."""
+        writer saves the jobs' files while the first opening imports Lightning and torch. Where a Hydra
+        callback acts as a job starts, each member opens right after its job starts instead, as with
+        Hydra's own launchers."""
         from experiments.population import Population
 
+        assert self.hydra_context is not None
         population = Population(len(sweep_configs), self.memory_bytes, workers)
+        interleaved = _watches_job_start(self.hydra_context.callbacks)
         try:
             results = [JobReturn() for _ in sweep_configs]
             checked: list[int] = []
+            opened: list[int] = []
             for i, sweep_config in enumerate(sweep_configs):
                 save = functools.partial(population.save_job_files, i)
                 with self._job(sweep_config, results[i], "start", save=save) as task_cfg:
                     try:
                         population.check(i, task_cfg)
-                        checked.append(i)
+                        if interleaved:
+                            population.open(i, task_cfg)
+                            opened.append(i)
+                        else:
+                            checked.append(i)
                     except Exception as err:  # noqa: BLE001 - the job fails; the sweeper is told
                         _failed(results[i], err)
-            opened: list[int] = []
             for i in checked:
                 with self._job(sweep_configs[i], results[i], "resume") as task_cfg:
                     try:
