@@ -74,6 +74,9 @@ def population_key(cfg: DictConfig) -> str | None:
         or trainer.get("devices", 1) != 1 or trainer.get("num_nodes", 1) != 1 or trainer.get("strategy")
         or trainer.get("accelerator") == "tpu"
         or trainer.get("gradient_clip_val") is not None or trainer.get("accumulate_grad_batches", 1) != 1
+        # fp16 mixed precision's loss scaler skips a step for all when any gradient is not finite: one
+        # diverging member would stall the others.
+        or str(trainer.get("precision")) in ("16-mixed", "16")
         or scheduler.endswith("ReduceLROnPlateau")  # watches one value; members have several
         or set(callbacks) - _KNOWN_CALLBACKS
         or checkpoint.get("monitor") != "${monitor}"  # a run alone tests the monitor's best epoch
