@@ -67,7 +67,6 @@ class Population:
         # writing done here should the worker die).
         self.writer: Any = self.workers.writer()
         self.pending: dict[int, list[tuple[Future, Callable[[], None]]]] = {}
-        self._checked: set[int] = set()
 
     # -- per job, in its Hydra context ------------------------------------------------------------
     def save_job_files(self, index: int, folder: Path, configs: dict[str, Any], now: bool = False) -> None:
@@ -93,13 +92,10 @@ class Population:
             except OmegaConfBaseException:
                 pass
         validate_config(cfg)
-        self._checked.add(index)
 
     def open(self, index: int, cfg: DictConfig) -> None:
-        """Build the member's network under its seed and open its MLflow run (checking the config first,
-        unless `check` did), in its job's Hydra context."""
-        if index not in self._checked:
-            self.check(index, cfg)
+        """Build the member's network under its seed and open its MLflow run, in its job's Hydra context
+        (its config checked by `check`)."""
         mark("member_open_start")
         import lightning.pytorch as pl
         import torch
@@ -221,9 +217,9 @@ class Population:
         settings = [member_settings(m.cfg) for m in chunk]
         groups = optimizer_groups(settings)
         order = sorted(range(len(chunk)), key=groups.__getitem__)
-        chunk, settings = [chunk[m] for m in order], [settings[m] for m in order]
+        chunk, settings, groups = [chunk[m] for m in order], [settings[m] for m in order], sorted(groups)
         first = chunk[0].cfg
-        module = self._module(chunk, settings)
+        module = self._module(chunk, settings, groups)
         trainer, averaged = self._trainer(chunk)
         runs = f"{len(chunk)} runs as one population" if len(chunk) > 1 else "1 run as a population of one"
         print(f"Training {runs} ({_describe(first)}).", flush=True)
@@ -247,9 +243,10 @@ class Population:
             member.net = module.net.members[m]
         self.datamodule.member_seeds = []
 
-    def _module(self, chunk: list[Member], settings: list[Any]) -> Any:
-        """The chunk's PopulationModule, with threads for its size and each member's batches."""
-        from experiments.models.population_module import PopulationModule, optimizer_groups
+    def _module(self, chunk: list[Member], settings: list[Any], groups: list[int]) -> Any:
+        """The chunk's PopulationModule (members' `settings`, their optimizer `groups` contiguous), with
+        threads for its size and each member's batches."""
+        from experiments.models.population_module import PopulationModule
         from experiments.models.population_net import PopulationNet
         from experiments.sizing import apply_threads, choose_eval_batch_size, choose_threads, widest_layer
 
@@ -258,7 +255,7 @@ class Population:
         apply_threads(choose_threads(first.threads, sum(m.n_params for m in chunk), first.data.batch_size))
         net = PopulationNet([m.net for m in chunk], [float(c.model.get("dropout") or 0.0) for c in cfgs],
                             [float(c.regularization.get("input_noise", 0.0)) for c in cfgs],
-                            [m.generator for m in chunk], [int(c.seed) for c in cfgs], optimizer_groups(settings))
+                            [m.generator for m in chunk], [int(c.seed) for c in cfgs], groups)
         optimizer = OmegaConf.to_container(first.optimizer, resolve=True)
         assert isinstance(optimizer, dict)
         self.datamodule.member_seeds = [int(c.data.shuffle_seed) for c in cfgs]

@@ -116,7 +116,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], d
         assert len(keys) == 1 and None not in keys, f"{group} would not train as one population"
         population = Population(len(members))
         for i in range(len(members)):
-            population.open(i, _as_job(_config(together, group, i)))
+            job = _as_job(_config(together, group, i))
+            population.check(i, job)
+            population.open(i, job)
         objectives[f"{group}-writer"] = population.writer is not None
         population.train()
         for i in range(len(members)):

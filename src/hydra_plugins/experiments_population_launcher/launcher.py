@@ -31,6 +31,7 @@ class PopulationLauncher(Launcher):
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
         self.workers: Any = None  # the sweep's `population_workers.PopulationWorkers`, once a launch asks
+        self.watches_job_start = True  # whether a Hydra callback acts as a job starts (set up with the sweep)
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         from experiments.speedups import cache_sweep_configs
@@ -38,6 +39,7 @@ class PopulationLauncher(Launcher):
         self.config = config
         self.hydra_context = hydra_context
         self.task_function = task_function
+        self.watches_job_start = _watches_job_start(hydra_context.callbacks)
         cache_sweep_configs(hydra_context.config_loader)  # each job composed once, not twice
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
@@ -94,9 +96,8 @@ class PopulationLauncher(Launcher):
         Hydra's own launchers."""
         from experiments.population import Population
 
-        assert self.hydra_context is not None
         population = Population(len(sweep_configs), self.memory_bytes, workers)
-        interleaved = _watches_job_start(self.hydra_context.callbacks)
+        interleaved = self.watches_job_start
         try:
             results = [JobReturn() for _ in sweep_configs]
             checked: list[int] = []
@@ -184,7 +185,7 @@ class PopulationLauncher(Launcher):
                                "overrides.yaml": sweep_config.hydra.overrides.task}
                     assert save is not None, "a job's start saves its configs"
                     # As run_job does, the files are on disk before a callback that acts as the job starts.
-                    save(folder, configs, now=_watches_job_start(self.hydra_context.callbacks))
+                    save(folder, configs, now=self.watches_job_start)
                 self.hydra_context.callbacks.on_job_start(config=sweep_config, task_function=self.task_function)
             yield task_cfg
             if phase == "end":
