@@ -35,7 +35,7 @@ from experiments.population_member import (
 from experiments.population_workers import PopulationWorkers
 from experiments.population_writer import save_yaml_files, wait_for
 from experiments.timing import mark, marked
-from experiments.tracking.run_record import write_run_record
+from experiments.tracking.run_record import write_metrics, write_run_record
 from experiments.train import (
     check_against_the_data,
     network_for_data,
@@ -122,6 +122,7 @@ class Population:
                 member.logger.experiment  # noqa: B018 - opens the run, timed apart from what it records
             with marked("member_record"):
                 self._record(index, member, derived)
+            self._hand_off_metrics(member)
         mark("member_open_end")
 
     def close(self, index: int) -> Any:
@@ -136,7 +137,7 @@ class Population:
         try:
             for written, here in self.pending.pop(index, []):
                 wait_for(written, here)
-            objective = finish(member, self.datamodule, self.plots)
+            objective = finish(member, self.datamodule, self.plots, self.writer)
         except BaseException as err:
             finish_failed(member, err)
             raise
@@ -196,6 +197,22 @@ class Population:
             (self.writer.submit_record(logger.experiment.tracking_uri, logger.run_id, record),
              functools.partial(write_run_record, logger.experiment, logger.run_id, record)))
 
+    def _hand_off_metrics(self, member: Member) -> None:
+        """The member's epoch metrics written by the population writer while the population trains
+        (waited for before its run closes), unless every member logs its model: MLflow then reads back
+        every metric's history written before it to link those of the model's epoch (`logger.log_model=best`
+        costs that once, for the best member)."""
+        logger = member.logger
+        if self.writer is None or member.cfg.logger.get("log_model", True) is True:
+            return
+        writer, uri, run_id = self.writer, logger.experiment.tracking_uri, logger.run_id
+
+        def hand_off(metrics: list[Any]) -> Callable[[], None]:
+            written = writer.submit_metrics(uri, run_id, metrics)
+            return functools.partial(wait_for, written, functools.partial(write_metrics, logger.experiment, run_id, metrics))
+
+        logger.hand_off = hand_off
+
     def _chunks(self, opened: list[Member]) -> list[list[Member]]:
         from experiments.sizing import available_memory_bytes, member_memory_bytes
 
@@ -235,6 +252,15 @@ class Population:
         if self.datamodule.arrays.sizes["test"] > 0 and first.get("test", True):
             trainer.test(module, datamodule=self.datamodule, verbose=False)
         mark("population_fit_end")
+        # The rest of the members' epoch metrics: written by the writer while the runs close if it has
+        # caught up (else each run's close writes its own, as the writer is the slower of the two).
+        hand_off = self.writer is not None and self.writer.idle()
+        for member in chunk:
+            if member.logger is not None and member.logger.hand_off is not None:
+                if hand_off:
+                    member.logger.flush()
+                else:
+                    member.logger.hand_off = None
         best = module.best_member()
         module.net.export_members()
         for m, member in enumerate(chunk):

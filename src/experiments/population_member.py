@@ -4,6 +4,7 @@ trained alone."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.errors import TrainingFailed, UserError
 from experiments.learning_curve_plot import curve_keys, log_learning_curve
 from experiments.population_grouping import SHARED_OPTIMIZER_KEYS, population_optimizer
+from experiments.population_writer import wait_for
 from experiments.run_names import run_name_for
 from experiments.timing import marked
 from experiments.tracking.sweep_job import objective_value
@@ -36,9 +38,10 @@ class Member:
     last_epoch: int = 0
 
 
-def finish(member: Member, datamodule: Any, plots: Any) -> Any:
+def finish(member: Member, datamodule: Any, plots: Any, writer: Any) -> Any:
     """Close a trained member's run FINISHED and return its objective; raise what stopped it (a
-    non-finite loss, pruning). `plots` is the population's `plot_worker.PlotWorker`, or None."""
+    non-finite loss, pruning). `plots` is the population's `plot_worker.PlotWorker`, `writer` its
+    `population_writer.PopulationWriter`; either may be None."""
     from experiments.models.tasks import main_metric
     from experiments.tracking.run import finish_run, log_trained_model
 
@@ -59,7 +62,7 @@ def finish(member: Member, datamodule: Any, plots: Any) -> Any:
         if cfg.callbacks.get("learning_curve") is not None:
             with marked("member_plot"):
                 drawn = plots.path(id(member)) if plots is not None else None
-                _log_learning_curve(logger, state.history, main, cfg.callbacks.learning_curve, drawn)
+                _log_learning_curve(logger, state.history, main, cfg.callbacks.learning_curve, drawn, writer)
         if _logs_model(cfg.logger.get("log_model", True), member.is_best):
             from experiments.tracking.pyfunc_model import TabularModel
 
@@ -144,11 +147,17 @@ def _early_stopping_summary(settings: Any, state: Any, last_epoch: int) -> dict[
 
 
 def _log_learning_curve(logger: Any, history: dict[int, dict[str, float]], metric: str, node: Any,
-                        drawn: Path | None = None) -> None:
-    """Log the member's learning curve: `drawn` by the plotting worker, or drawn here."""
+                        drawn: Path | None = None, writer: Any = None) -> None:
+    """Log the member's learning curve: `drawn` by the plotting worker, or drawn here; a drawn one is
+    logged by the population writer if it has caught up (waited for before the run closes)."""
     artifact_path = str(node.get("artifact_path", "plots"))
     if drawn is not None:
-        logger.experiment.log_artifact(logger.run_id, str(drawn), artifact_path)
+        here = functools.partial(logger.experiment.log_artifact, logger.run_id, str(drawn), artifact_path)
+        if writer is None or not writer.idle():
+            here()
+        else:
+            written = writer.submit_artifact(logger.experiment.tracking_uri, logger.run_id, drawn, artifact_path)
+            logger.before_close.append(functools.partial(wait_for, written, here))
         return
     log_learning_curve(logger.experiment, logger.run_id, curve_series(history, metric), metric,
                        str(node.get("filename", "learning_curve.png")), artifact_path)

@@ -1,8 +1,9 @@
 """A population's writing done in a worker process while the main process opens the next members: each
 job's Hydra files (`.hydra/config.yaml`, `hydra.yaml`, `overrides.yaml`, rendered from plain values as
-`OmegaConf.save` renders them) and each member's opening MLflow record (`tracking.run_record.RunRecord`).
-Opening a population one member after another leaves a second core idle, and so does its training (one
-thread for small networks), so the worker may fall behind until training ends.
+`OmegaConf.save` renders them), each member's opening MLflow record (`tracking.run_record.RunRecord`) and,
+while the population trains, the members' epoch metrics. Opening a population one member after another
+leaves a second core idle, and so does its training (one thread for small networks), so the worker may
+fall behind until training ends.
 
 What a job's writing produced is waited for before its run closes: a file or record that could not be
 written fails its job, as it would fail a run alone; a worker that died is replaced by writing it here
@@ -21,7 +22,7 @@ from typing import Any
 
 from experiments.speedups import leave_fast_at_exit
 from experiments.timing import mark
-from experiments.tracking.run_record import RunRecord, write_run_record
+from experiments.tracking.run_record import RunRecord, write_metrics, write_run_record
 
 # Below this, the worker's start-up (~1.5 s of MLflow's imports, on the other core) buys little.
 MIN_MEMBERS = 8
@@ -34,6 +35,7 @@ class PopulationWriter:
         # spawn: a fork of a process holding torch's thread pools is unsafe; the child imports MLflow only.
         self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
                                          initializer=leave_fast_at_exit)
+        self._queued: list[Future] = []
         self._pool.submit(_ready)  # started now: its imports overlap the first members' opening
         mark("population_writer_start")
 
@@ -44,9 +46,25 @@ class PopulationWriter:
     def submit_record(self, uri: str, run_id: str, record: RunRecord) -> Future:
         return self._submit(_write_record, uri, run_id, record)
 
+    def submit_metrics(self, uri: str, run_id: str, metrics: list[Any]) -> Future:
+        """`metrics`: MLflow `Metric`s of the run."""
+        return self._submit(_with_client, uri, write_metrics, run_id, metrics)
+
+    def submit_artifact(self, uri: str, run_id: str, path: Path, artifact_path: str) -> Future:
+        """The file at `path` logged to the run (this worker knows the run's artifact location from its
+        record; the main process would read the run back to find it)."""
+        return self._submit(_with_client, uri, _log_artifact, run_id, str(path), artifact_path)
+
+    def idle(self) -> bool:
+        """Whether everything submitted so far is written."""
+        self._queued = [future for future in self._queued if not future.done()]
+        return not self._queued
+
     def _submit(self, work: Any, *args: Any) -> Future:
         try:
-            return self._pool.submit(work, *args)
+            future = self._pool.submit(work, *args)
+            self._queued.append(future)
+            return future
         except BrokenProcessPool as err:  # its worker died earlier: the waiting side writes it here
             refused: Future = Future()
             refused.set_exception(err)
@@ -79,16 +97,24 @@ _CLIENTS: dict[str, Any] = {}
 
 
 def _write_record(uri: str, run_id: str, record: RunRecord) -> None:
-    """In the worker: one client per store, as a run's logger holds one."""
-    from mlflow import MlflowClient
-
     from experiments.timing import marked
+
+    with marked("member_record_write"):
+        _with_client(uri, write_run_record, run_id, record)
+
+
+def _log_artifact(client: Any, run_id: str, path: str, artifact_path: str) -> None:
+    client.log_artifact(run_id, path, artifact_path)
+
+
+def _with_client(uri: str, work: Callable[..., None], *args: Any) -> None:
+    """In the worker: `work(client, *args)` with one client per store, as a run's logger holds one."""
+    from mlflow import MlflowClient
 
     if uri not in _CLIENTS:
         _CLIENTS[uri] = MlflowClient(uri)
     try:
-        with marked("member_record_write"):
-            write_run_record(_CLIENTS[uri], run_id, record)
+        work(_CLIENTS[uri], *args)
     except Exception as err:
         import requests
 

@@ -199,10 +199,11 @@ def _job_files(outputs: Path) -> dict[str, str]:
 
 def test_a_large_population_saves_the_job_files_and_records_its_worker_would_not_change(
         tmp_path: Path, outputs: Path) -> None:
-    """From 8 members, a worker process saves the jobs' Hydra files and writes the runs' opening records
-    while the next members open: the same files and runs as written by the sweep's own process."""
-    grid = [POPULATION, "optimizer.lr=0.001,0.01", "seed=1,2,3,4", "trainer.max_epochs=2",
-            "data.options.n_samples=300", "logger.log_model=false"]
+    """From 8 members, a worker process saves the jobs' Hydra files, writes the runs' opening records while
+    the next members open and their epoch metrics while they train: the same files and runs (every
+    epoch's values; the best member's model linked to its epoch's scores) as the sweep's own process writes."""
+    grid = [POPULATION, "optimizer.lr=0.001,0.01", "seed=1,2,3,4", "trainer.max_epochs=3",
+            "data.options.n_samples=300", "logger.log_model=best"]
     here = tmp_path / "here"
     sweep(outputs, tmp_path, *grid)
     result = run_cli(["train", "-m", f"paths.output_dir={here}", *FAST, *grid], cwd=tmp_path,
@@ -232,6 +233,15 @@ def test_a_large_population_saves_the_job_files_and_records_its_worker_would_not
             assert _masked(got.read_text(), outputs) == _masked(want.read_text(), here), path
         assert [d.dataset.digest for d in run.inputs.dataset_inputs] == \
                [d.dataset.digest for d in alone.inputs.dataset_inputs]
+        assert histories(client, run) == histories(client_here, alone)
+        assert len(histories(client, run)["val/loss"]) == 3
+        assert bool(run.outputs.model_outputs) == bool(alone.outputs.model_outputs)
+        if run.outputs.model_outputs:  # the best member's model shows the scores of its weights' epoch
+            linked, linked_here = ({(m.key, m.step, m.value) for m in c.get_logged_model(r.outputs.model_outputs[0].model_id).metrics}
+                                   for c, r in ((client, run), (client_here, alone)))
+            epoch = int(run.data.metrics["val/loss_best_epoch"])
+            assert linked == linked_here and ("val/loss", epoch, run.data.metrics["val/loss_best"]) in linked
+    assert sum(bool(run.outputs.model_outputs) for run in children) == 1
 
 
 def test_a_callback_that_reads_a_jobs_files_as_it_starts_finds_them(tmp_path: Path, outputs: Path) -> None:

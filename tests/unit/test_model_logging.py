@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 from mlflow.utils import requirements_utils
@@ -69,11 +70,24 @@ def test_the_run_stays_running_until_training_testing_and_model_logging_are_over
         "plots/learning_curve.png"]
 
 
-@pytest.mark.parametrize("flush_every_s", [0.0, 3600.0], ids=["metrics-written-each-epoch", "metrics-written-at-close"])
+def _handing_off(**kwargs: Any) -> Any:
+    """A logger that hands its metrics off, as a population member's are to the population writer, and
+    whose hand-off writes them only once waited for (as late as a busy writer could)."""
+    from experiments.tracking.logger import EpochMLFlowLogger
+    from experiments.tracking.run_record import write_metrics
+
+    logger = EpochMLFlowLogger(**kwargs)
+    logger.hand_off = lambda metrics: lambda: write_metrics(logger.experiment, logger.run_id, metrics)
+    return logger
+
+
+@pytest.mark.parametrize("flush_every_s, hand_off", [(0.0, False), (3600.0, False), (0.0, True)],
+                         ids=["metrics-written-each-epoch", "metrics-written-at-close", "metrics-handed-off"])
 def test_the_logged_model_carries_its_epochs_scores_however_the_metrics_were_buffered(
-        monkeypatch, compose_cfg, outputs, flush_every_s) -> None:
+        monkeypatch, compose_cfg, outputs, flush_every_s, hand_off) -> None:
     """Metrics already written when the model is logged are linked by MLflow; those still buffered are
-    linked by the logger as it writes them. The model's page must show the same scores either way."""
+    linked by the logger as it writes them; those handed off to another process are written before the
+    model is logged. The model's page must show the same scores either way."""
     import functools
     import io
     from contextlib import redirect_stdout
@@ -84,8 +98,8 @@ def test_the_logged_model_carries_its_epochs_scores_however_the_metrics_were_buf
     from experiments.train import train
     from tests.conftest import store_uri
 
-    monkeypatch.setattr(run_file, "EpochMLFlowLogger",
-                        functools.partial(run_file.EpochMLFlowLogger, flush_every_s=flush_every_s))
+    factory = _handing_off if hand_off else run_file.EpochMLFlowLogger
+    monkeypatch.setattr(run_file, "EpochMLFlowLogger", functools.partial(factory, flush_every_s=flush_every_s))
     with redirect_stdout(io.StringIO()):
         train(compose_cfg(["trainer.max_epochs=3"]))
     client = MlflowClient(store_uri(outputs))

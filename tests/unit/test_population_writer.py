@@ -210,3 +210,44 @@ def test_only_a_callback_that_acts_as_a_job_starts_keeps_the_jobs_files_from_the
     assert not _watches_job_start(Callbacks(OmegaConf.create({"hydra": {"callbacks": ours}})))
     reader = {"_target_": "tests.e2e.job_start_reader.JobStartReader", "out_dir": "unused"}
     assert _watches_job_start(Callbacks(OmegaConf.create({"hydra": {"callbacks": {**ours, "reader": reader}}})))
+
+
+def test_metrics_and_a_file_handed_to_the_writer_land_in_the_run(tmp_path: Path) -> None:
+    """A member's epoch metrics (written while its population trains) and its learning curve (logged as
+    its run closes) go through the writer; `idle` says when all of it is written."""
+    from mlflow.entities import Metric
+
+    client, (run_id,), datamodule = _setup(tmp_path, 1)
+    plot = tmp_path / "learning_curve.png"
+    plot.write_bytes(b"\x89PNG not really")
+    metrics = [Metric("val/loss", 1.0 / (epoch + 1), 1000 + epoch, epoch) for epoch in range(1500)]  # > 1000 a call
+    writer = PopulationWriter()
+    try:
+        written = [writer.submit_record(store_uri(tmp_path), run_id, _record(datamodule, "0.1")),
+                   writer.submit_metrics(store_uri(tmp_path), run_id, metrics),
+                   writer.submit_artifact(store_uri(tmp_path), run_id, plot, "plots")]
+        assert not writer.idle()  # the record alone takes longer than submitting
+        for future in written:
+            wait_for(future, _not_here)
+        assert writer.idle()
+    finally:
+        writer.close()
+    history = client.get_metric_history(run_id, "val/loss")
+    assert sorted((m.step, m.value) for m in history) == [(m.step, m.value) for m in metrics]
+    assert [f.path for f in client.list_artifacts(run_id, "plots")] == ["plots/learning_curve.png"]
+    assert Path(client.download_artifacts(run_id, "plots/learning_curve.png", str(tmp_path / "got"))).read_bytes() \
+        == plot.read_bytes()
+
+
+def test_metrics_the_store_refuses_are_raised_to_the_caller(tmp_path: Path) -> None:
+    from mlflow.entities import Metric
+
+    client, (run_id,), _ = _setup(tmp_path, 1)
+    client.set_terminated(run_id, "FINISHED")
+    client.delete_run(run_id)  # MLflow refuses to write to a deleted run
+    writer = PopulationWriter()
+    try:
+        with pytest.raises(MlflowException, match="deleted"):
+            wait_for(writer.submit_metrics(store_uri(tmp_path), run_id, [Metric("val/loss", 1.0, 1, 0)]), _not_here)
+    finally:
+        writer.close()

@@ -17,11 +17,13 @@ class MemberRecords(pl.Callback):
     A run alone writes its buffer every `flush_every_s`; K members doing so would write K times as often,
     each write as dear as one of a run alone, and spend much of a small population's training writing.
     So a member waits K times as long (at most `MOST_WAIT_S`): the population writes about as often as
-    one run, and every member's values are still all written as its run closes."""
+    one run, and every member's values are still all written as its run closes. A member whose values
+    another process writes (`logger.hand_off`, the population writer) hands them off as often as a run
+    alone writes them."""
 
     def __init__(self, loggers: list[Any], trial_links: list[dict[str, Any] | None], monitor: str) -> None:
         for logger in loggers:
-            if logger is not None:
+            if logger is not None and logger.hand_off is None:
                 logger.flush_every_s = max(logger.flush_every_s, min(logger.flush_every_s * len(loggers), MOST_WAIT_S))
         self.loggers = loggers
         self.trial_links = trial_links

@@ -38,6 +38,12 @@ class EpochMLFlowLogger(MLFlowLogger):
         # The process that closes the run; a `ddp_spawn` worker holds a copy of this logger and must
         # write what it buffered before it ends.
         self._owner_pid = os.getpid()
+        # A population member's buffered metrics may be handed to another process to write (the
+        # population's writer): `hand_off(metrics)` returns what waits until they are written (raising
+        # what stopped them). Waited for before a model is logged and before the run closes; the
+        # metrics left when the run closes are written here.
+        self.hand_off: Callable[[list[Any]], Callable[[], None]] | None = None
+        self._handed_off: list[Callable[[], None]] = []
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
@@ -71,11 +77,21 @@ class EpochMLFlowLogger(MLFlowLogger):
 
     @rank_zero_only
     def flush(self) -> None:
-        """Write the buffered metrics now (MLflow takes at most 1000 per call)."""
+        """Write the buffered metrics now, or hand them off."""
         pending, self._pending = self._pending, []
-        for start in range(0, len(pending), 1000):
-            self.experiment.log_batch(run_id=self.run_id, metrics=pending[start : start + 1000])
         self._oldest_pending = None
+        if self.hand_off is not None and pending:
+            self._handed_off.append(self.hand_off(pending))
+            return
+        from experiments.tracking.run_record import write_metrics
+
+        write_metrics(self.experiment, self.run_id, pending)
+
+    def wait_handed_off(self, raise_errors: bool = True) -> None:
+        """Return once the metrics handed off are written (see `hand_off`)."""
+        waiting, self._handed_off = self._handed_off, []
+        for wait in waiting:
+            _run(wait, raise_errors, "could not write the run's metrics")
 
     @rank_zero_only
     def save(self) -> None:
@@ -96,13 +112,18 @@ class EpochMLFlowLogger(MLFlowLogger):
         """Finish the work queued for the run (the plot drawn in the background), then write the
         buffered metrics. With `raise_errors` off, a failing piece is a warning (the run is closing as
         failed or killed anyway, and the rest should still land)."""
+        self.hand_off = None  # the run is closing: what is still buffered is written here
+        self.wait_handed_off(raise_errors)
         pending, self.before_close = self.before_close, []
         for work in pending:
-            try:
-                work()
-            except Exception:
-                if raise_errors:
-                    raise
-                logging.getLogger(__name__).warning("could not finish a step before closing the run",
-                                                    exc_info=True)
+            _run(work, raise_errors, "could not finish a step before closing the run")
         self.flush()
+
+
+def _run(work: Callable[[], None], raise_errors: bool, warning: str) -> None:
+    try:
+        work()
+    except Exception:
+        if raise_errors:
+            raise
+        logging.getLogger(__name__).warning(warning, exc_info=True)

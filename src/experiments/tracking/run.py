@@ -50,6 +50,7 @@ def log_trained_model(logger: EpochMLFlowLogger, model: Any, example: Any, epoch
     requirements = {"torch": f"torch=={torch.__version__.split('+')[0]}",
                     "scikit-learn": f"scikit-learn=={sklearn.__version__}", "experiments": "experiments"}
     step = max(epoch, 0)
+    logger.wait_handed_off()  # MLflow links the metrics of `step` already written: handed-off ones too
     previous_uri = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(logger._tracking_uri)
     try:

@@ -69,3 +69,9 @@ def write_run_record(client: Any, run_id: str, record: RunRecord) -> None:
         client.log_artifacts(run_id, tmp, artifact_path="config")
     log_dataset_input(client, run_id, record.dataset)
     client.log_text(run_id, record.columns, "data/columns.txt")
+
+
+def write_metrics(client: Any, run_id: str, metrics: list[Any]) -> None:
+    """Write `metrics` (MLflow `Metric`s) to the run, at most 1000 per call as MLflow takes them."""
+    for start in range(0, len(metrics), 1000):
+        client.log_batch(run_id=run_id, metrics=metrics[start : start + 1000])
