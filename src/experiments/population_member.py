@@ -14,7 +14,6 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.errors import TrainingFailed, UserError
 from experiments.learning_curve_plot import curve_keys, log_learning_curve
 from experiments.population_grouping import SHARED_OPTIMIZER_KEYS, population_optimizer
-from experiments.population_writer import wait_for
 from experiments.run_names import run_name_for
 from experiments.timing import marked
 from experiments.tracking.sweep_job import objective_value
@@ -156,8 +155,8 @@ def _log_learning_curve(logger: Any, history: dict[int, dict[str, float]], metri
         if writer is None or not writer.idle():
             here()
         else:
-            written = writer.submit_artifact(logger.experiment.tracking_uri, logger.run_id, drawn, artifact_path)
-            logger.before_close.append(functools.partial(wait_for, written, here))
+            logger.before_close.append(
+                writer.submit_artifact(logger.experiment.tracking_uri, logger.run_id, drawn, artifact_path, here))
         return
     log_learning_curve(logger.experiment, logger.run_id, curve_series(history, metric), metric,
                        str(node.get("filename", "learning_curve.png")), artifact_path)

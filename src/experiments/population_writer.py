@@ -12,6 +12,7 @@ written fails its job, as it would fail a run alone; a worker that died is repla
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 from collections.abc import Callable
@@ -50,10 +51,13 @@ class PopulationWriter:
         """`metrics`: MLflow `Metric`s of the run."""
         return self._submit(_with_client, uri, write_metrics, run_id, metrics)
 
-    def submit_artifact(self, uri: str, run_id: str, path: Path, artifact_path: str) -> Future:
+    def submit_artifact(self, uri: str, run_id: str, path: Path, artifact_path: str,
+                        here: Callable[[], None]) -> Callable[[], None]:
         """The file at `path` logged to the run (this worker knows the run's artifact location from its
-        record; the main process would read the run back to find it)."""
-        return self._submit(_with_client, uri, _log_artifact, run_id, str(path), artifact_path)
+        record; the main process would read the run back to find it). Returns what waits for it (`here`:
+        the same logging in the caller's process, should the worker die)."""
+        written = self._submit(_with_client, uri, _log_artifact, run_id, str(path), artifact_path)
+        return functools.partial(wait_for, written, here)
 
     def idle(self) -> bool:
         """Whether everything submitted so far is written."""

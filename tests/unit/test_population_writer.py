@@ -224,11 +224,12 @@ def test_metrics_and_a_file_handed_to_the_writer_land_in_the_run(tmp_path: Path)
     writer = PopulationWriter()
     try:
         written = [writer.submit_record(store_uri(tmp_path), run_id, _record(datamodule, "0.1")),
-                   writer.submit_metrics(store_uri(tmp_path), run_id, metrics),
-                   writer.submit_artifact(store_uri(tmp_path), run_id, plot, "plots")]
+                   writer.submit_metrics(store_uri(tmp_path), run_id, metrics)]
+        wait_for_plot = writer.submit_artifact(store_uri(tmp_path), run_id, plot, "plots", _not_here)
         assert not writer.idle()  # the record alone takes longer than submitting
         for future in written:
             wait_for(future, _not_here)
+        wait_for_plot()
         assert writer.idle()
     finally:
         writer.close()
