@@ -14,8 +14,8 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
 from experiments.learning_curve_plot import plot_learning_curve
-from experiments.speedups import leave_fast_at_exit
 from experiments.timing import mark
+from experiments.worker_process import start_worker
 
 MIN_MEMBERS = 4  # below this the worker's start-up (~0.5 s of imports) costs more than it saves
 # From this many members on, two workers: one draws a plot (~0.08 s) more slowly than the main process
@@ -32,7 +32,7 @@ class PlotWorker:
         self._stuck = False
         # spawn: a fork of a process holding torch's thread pools is unsafe; the child imports matplotlib only.
         self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=leave_fast_at_exit)
+                                         initializer=start_worker)
         for _ in range(workers):  # a spawned pool starts a process per task waiting: started now, not after training
             self._pool.submit(_ready)
         mark("plot_worker_start")

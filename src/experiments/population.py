@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -209,6 +210,11 @@ class Population:
 
         def hand_off(metrics: list[Any]) -> Callable[[], None]:
             written = writer.submit_metrics(uri, run_id, metrics)
+            if written.done() and isinstance(written.exception(), BrokenProcessPool):
+                # Its worker died: these are written as the run closes, the next buffered as a member's are.
+                from experiments.callbacks.member_records import MOST_WAIT_S
+
+                logger.hand_off, logger.flush_every_s = None, MOST_WAIT_S
             return functools.partial(wait_for, written, functools.partial(write_metrics, logger.experiment, run_id, metrics))
 
         logger.hand_off = hand_off

@@ -21,9 +21,9 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
-from experiments.speedups import leave_fast_at_exit
 from experiments.timing import mark
 from experiments.tracking.run_record import RunRecord, write_metrics, write_run_record
+from experiments.worker_process import start_worker
 
 # Below this, the worker's start-up (~1.5 s of MLflow's imports, on the other core) buys little.
 MIN_MEMBERS = 8
@@ -35,7 +35,7 @@ class PopulationWriter:
     def __init__(self) -> None:
         # spawn: a fork of a process holding torch's thread pools is unsafe; the child imports MLflow only.
         self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=leave_fast_at_exit)
+                                         initializer=start_worker)
         self._queued: list[Future] = []
         self._pool.submit(_ready)  # started now: its imports overlap the first members' opening
         mark("population_writer_start")
@@ -95,6 +95,10 @@ def wait_for(written: Future, here: Callable[[], None]) -> None:
         written.result()
     except BrokenProcessPool:
         here()
+    except KeyboardInterrupt:
+        if not (written.done() and isinstance(written.exception(), KeyboardInterrupt)):
+            raise  # this process's own
+        here()  # the worker's, caught mid-task (its Ctrl-C is ignored, but a signal can be sent to it alone)
 
 
 _CLIENTS: dict[str, Any] = {}

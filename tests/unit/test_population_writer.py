@@ -1,9 +1,11 @@
-"""The worker process that writes a population's job files and its members' opening records: what lands
-in each run and file (the same text as written in the main process), a record the store refuses (its job
-fails with what the store said), and a worker that died (the main process writes instead)."""
+"""The worker process that writes a population's job files, its members' opening records, epoch metrics and
+learning curves: what lands in each run and file (the same text as written in the main process), what the
+store refuses (its job fails with what the store said), a worker that died (the main process writes
+instead), and Ctrl-C (left to the sweep)."""
 
 from __future__ import annotations
 
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import pytest
@@ -252,3 +254,81 @@ def test_metrics_the_store_refuses_are_raised_to_the_caller(tmp_path: Path) -> N
             wait_for(writer.submit_metrics(store_uri(tmp_path), run_id, [Metric("val/loss", 1.0, 1, 0)]), _not_here)
     finally:
         writer.close()
+
+
+def test_ctrl_c_is_left_to_the_sweep(tmp_path: Path) -> None:
+    """Ctrl-C reaches every process of the terminal's group: the writer keeps writing what it was given
+    (the sweep closes the runs KILLED after it), instead of failing the task it was in."""
+    import os
+    import signal
+    import time
+
+    client, (run_id,), datamodule = _setup(tmp_path, 1)
+    writer = PopulationWriter()
+    try:
+        wait_for(writer.submit_files(tmp_path / "warm", {"overrides.yaml": []}), _not_here)  # started
+        (process,) = writer._pool._processes.values()
+        os.kill(process.pid, signal.SIGINT)
+        time.sleep(0.5)
+        wait_for(writer.submit_record(store_uri(tmp_path), run_id, _record(datamodule, "0.1")), _not_here)
+    finally:
+        writer.close()
+    assert client.get_run(run_id).data.params["optimizer.lr"] == "0.1"
+
+
+def test_a_member_whose_writer_died_writes_its_metrics_itself(tmp_path: Path) -> None:
+    """A population member's epoch metrics go to the writer; once its worker has died, they are written in
+    the sweep's own process as the run closes, and later ones are buffered there as a member's are."""
+    from omegaconf import OmegaConf
+
+    from experiments.callbacks.member_records import MOST_WAIT_S
+    from experiments.population import Population
+    from experiments.population_member import Member
+    from experiments.tracking.logger import EpochMLFlowLogger
+
+    class Workers:
+        def __init__(self) -> None:
+            self.started = PopulationWriter()
+
+        def writer(self) -> PopulationWriter:
+            return self.started
+
+    workers = Workers()
+    try:
+        population = Population(1, workers=workers)  # type: ignore[arg-type]
+        logger = EpochMLFlowLogger(experiment_name="members", tracking_uri=store_uri(tmp_path), flush_every_s=0.0)
+        population._hand_off_metrics(Member(OmegaConf.create({"logger": {"log_model": False}}), logger=logger))
+        assert logger.hand_off is not None
+        logger.log_metrics({"val/loss": 0.9, "epoch": 0})  # handed to the worker
+        (process,) = workers.started._pool._processes.values()
+        process.kill()
+        process.join(10)
+        with pytest.raises(BrokenProcessPool):  # once the pool has noticed
+            workers.started.submit_files(tmp_path / "probe", {}).result(timeout=30)
+        logger.log_metrics({"val/loss": 0.8, "epoch": 1})  # refused: written here as the run closes
+        assert logger.hand_off is None and logger.flush_every_s == MOST_WAIT_S
+        logger.write_pending()
+    finally:
+        workers.started.close()
+    history = MlflowClient(store_uri(tmp_path)).get_metric_history(logger.run_id, "val/loss")
+    assert sorted((m.step, m.value) for m in history) == [(0, 0.9), (1, 0.8)]
+
+
+def test_every_member_logging_its_model_writes_its_own_metrics(tmp_path: Path) -> None:
+    """`logger.log_model=true`: MLflow would read every metric written before the model back to link it,
+    so the members' metrics stay with the sweep's process."""
+    from omegaconf import OmegaConf
+
+    from experiments.population import Population
+    from experiments.population_member import Member
+    from experiments.tracking.logger import EpochMLFlowLogger
+
+    class Workers:
+        def writer(self) -> object:
+            return object()  # never asked to write
+
+    population = Population(2, workers=Workers())  # type: ignore[arg-type]
+    for log_model, handed_off in ((True, False), ("best", True), (False, True)):
+        logger = EpochMLFlowLogger(experiment_name="members", tracking_uri=store_uri(tmp_path))
+        population._hand_off_metrics(Member(OmegaConf.create({"logger": {"log_model": log_model}}), logger=logger))
+        assert (logger.hand_off is not None) == handed_off, log_model

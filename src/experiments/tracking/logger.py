@@ -90,8 +90,14 @@ class EpochMLFlowLogger(MLFlowLogger):
     def wait_handed_off(self, raise_errors: bool = True) -> None:
         """Return once the metrics handed off are written (see `hand_off`)."""
         waiting, self._handed_off = self._handed_off, []
-        for wait in waiting:
-            _run(wait, raise_errors, "could not write the run's metrics")
+        failed: Exception | None = None
+        for wait in waiting:  # every one waited for, so none lands after the run is closed
+            try:
+                _run(wait, raise_errors, "could not write the run's metrics")
+            except Exception as err:  # noqa: BLE001 - raised once every one is waited for
+                failed = failed or err
+        if failed is not None:
+            raise failed
 
     @rank_zero_only
     def save(self) -> None:
