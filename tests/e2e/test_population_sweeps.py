@@ -257,3 +257,41 @@ def test_a_callback_that_reads_a_jobs_files_as_it_starts_finds_them(tmp_path: Pa
     found = {path.name: path.read_text() for path in seen.iterdir()}
     assert sorted(found) == [str(n) for n in range(8)]
     assert all(text != "missing" and "optimizer.lr=" in text for text in found.values()), found
+
+
+def test_ctrl_c_while_a_population_trains_closes_every_run_killed(tmp_path: Path, outputs: Path) -> None:
+    """Ctrl-C reaches the whole terminal's process group — the sweep and the population's worker processes —
+    while the members' epoch metrics are going to the writer: every member's run ends KILLED with the
+    epochs it trained, none stays RUNNING, and the sweep exits non-zero."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "experiments", "train", "-m", f"paths.output_dir={outputs}", *FAST, POPULATION,
+         "optimizer.lr=0.001,0.01", "seed=1,2,3,4", "trainer.max_epochs=100000", "data.options.n_samples=300",
+         "logger.log_model=false"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    assert process.stdout is not None
+    seen = []
+    for line in process.stdout:  # until the population trains
+        seen.append(line)
+        if "Training 8 runs as one population" in line:
+            break
+    else:
+        pytest.fail("".join(seen[-30:]))
+    time.sleep(4)  # epochs whose values the members hand to the writer every 2 s
+    os.killpg(process.pid, signal.SIGINT)
+    rest = process.communicate(timeout=180)[0]
+    assert process.returncode != 0, rest[-2000:]
+    client, parent, children = parent_and_children(outputs)
+    assert len(children) == 8
+    assert {run.info.status for run in children} == {"KILLED"}, rest[-2000:]
+    for run in children:
+        epochs = [m.step for m in client.get_metric_history(run.info.run_id, "val/loss")]
+        assert len(epochs) > 1 and sorted(epochs) == list(range(len(epochs))), run.info.run_name
+    assert parent.info.status != "RUNNING"
