@@ -139,6 +139,7 @@ def test_either_progress_switch_alone_turns_the_bar_off(tmp_path: Path, outputs:
 
 
 def test_help_and_config_errors_do_not_import_torch(tmp_path: Path) -> None:
+    """Nor Optuna, which Hydra's plugin scan would load on every start through the sweeper's modules."""
     probe = (
         "import sys\n"
         "from experiments.cli import main\n"
@@ -147,6 +148,7 @@ def test_help_and_config_errors_do_not_import_torch(tmp_path: Path) -> None:
         "except SystemExit:\n"
         "    pass\n"
         "print('TORCH_LOADED' if 'torch' in sys.modules else 'TORCH_FREE', file=sys.stderr)\n"
+        "print('OPTUNA_LOADED' if 'optuna' in sys.modules else 'OPTUNA_FREE', file=sys.stderr)\n"
     )
     import subprocess
     import sys
@@ -158,6 +160,7 @@ def test_help_and_config_errors_do_not_import_torch(tmp_path: Path) -> None:
                              text=True,
                              timeout=120)
         assert "TORCH_FREE" in out.stderr, (args, out.stderr[-2000:])
+        assert "OPTUNA_FREE" in out.stderr, (args, out.stderr[-2000:])
 
 
 def test_help_piped_into_a_reader_that_stops_early_ends_quietly(tmp_path: Path) -> None:

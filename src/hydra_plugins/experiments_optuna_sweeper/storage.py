@@ -11,12 +11,13 @@ import logging
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-
-import optuna
-from optuna.trial import FrozenTrial
+from typing import TYPE_CHECKING, Any
 
 from .errors import SweeperConfigError
+
+if TYPE_CHECKING:  # Hydra imports this module on every start (its plugin scan): Optuna loads when used
+    import optuna
+    from optuna.trial import FrozenTrial
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,8 @@ def sqlite_path(url: str) -> Path | None:
 def open_storage(url: str, heartbeat_interval_s: int = 0) -> optuna.storages.RDBStorage:
     """The study's storage; with a heartbeat interval (the sweeper's), one that can tell trials of a
     dead sweep (no recent heartbeat) from those of a live one."""
+    import optuna
+
     kwargs: dict[str, Any] = {}
     if heartbeat_interval_s:
         # Optuna 4.9 renamed the stale-trial callback (the old name warns until it goes in 6.0).
