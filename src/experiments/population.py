@@ -30,6 +30,7 @@ from experiments.population_member import (
     curve_series,
     finish,
     finish_failed,
+    logs_model,
     member_settings,
     plots_curve,
 )
@@ -204,7 +205,7 @@ class Population:
         every metric's history written before it to link those of the model's epoch (`logger.log_model=best`
         costs that once, for the best member)."""
         logger = member.logger
-        if self.writer is None or member.cfg.logger.get("log_model", True) is True:
+        if self.writer is None or logs_model(member.cfg, is_best=False):  # every member logs its model
             return
         writer, uri, run_id = self.writer, logger.experiment.tracking_uri, logger.run_id
 

@@ -62,7 +62,7 @@ def finish(member: Member, datamodule: Any, plots: Any, writer: Any) -> Any:
             with marked("member_plot"):
                 drawn = plots.path(id(member)) if plots is not None else None
                 _log_learning_curve(logger, state.history, main, cfg.callbacks.learning_curve, drawn, writer)
-        if _logs_model(cfg.logger.get("log_model", True), member.is_best):
+        if logs_model(cfg, member.is_best):
             from experiments.tracking.pyfunc_model import TabularModel
 
             weights_epoch = max(state.history) if member.averaged else max(state.best_epoch, 0)
@@ -131,8 +131,9 @@ def member_settings(cfg: DictConfig) -> Any:
     )
 
 
-def _logs_model(setting: Any, is_best: bool) -> bool:
+def logs_model(cfg: DictConfig, is_best: bool) -> bool:
     """`logger.log_model`: true (every member), false (none), or best (the population's best member)."""
+    setting = cfg.logger.get("log_model", True)
     return is_best if setting == "best" else bool(setting)
 
 
