@@ -54,6 +54,9 @@ def _train(args: list[str]) -> int:
     if "COMP_LINE" in os.environ:  # shell completion: Hydra must not see the subcommand as an override
         os.environ["COMP_LINE"] = os.environ["COMP_LINE"].replace(" train ", " ", 1)
     sys.argv = [sys.argv[0], *args]
+    from experiments.population_host import start_if_asked
+
+    start_if_asked(args)  # a population sweep's training process, loading while Hydra composes the jobs
     from experiments.hydra_errors import hydra_errors_as_sentences
     from experiments.train import main as train_main
 

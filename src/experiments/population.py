@@ -85,15 +85,7 @@ class Population:
 
     def check(self, index: int, cfg: DictConfig) -> None:
         """Resolve and check the job's config (raising what is wrong with it), in its Hydra context."""
-        # Resolved once, in place, here in the job's Hydra context (its run dir): training and closing
-        # happen outside of it, and every later reading (params, config.yaml, the check) is then a plain
-        # walk. A value that cannot be resolved is left for the check, which says what is wrong.
-        with read_write(cfg):
-            try:
-                OmegaConf.resolve(cfg)
-            except OmegaConfBaseException:
-                pass
-        validate_config(cfg)
+        check_job(cfg)
 
     def open(self, index: int, cfg: DictConfig) -> None:
         """Build the member's network under its seed and open its MLflow run, in its job's Hydra context
@@ -323,6 +315,19 @@ class Population:
         if averaged:
             callbacks.append(instantiated(first.callbacks.swa))
         return build_trainer(trainer_cfg, callbacks, False, []), averaged
+
+
+def check_job(cfg: DictConfig) -> None:
+    """Resolve a job's config in place and check it (raising what is wrong with it), in its Hydra context.
+    Resolved once, here in the job's context (its run dir): training and closing happen outside of it,
+    and every later reading (params, config.yaml, the check) is then a plain walk. A value that cannot be
+    resolved is left for the check, which says what is wrong."""
+    with read_write(cfg):
+        try:
+            OmegaConf.resolve(cfg)
+        except OmegaConfBaseException:
+            pass
+    validate_config(cfg)
 
 
 def _describe(cfg: DictConfig) -> str:

@@ -22,6 +22,9 @@ upgrade can make a run slower but never wrong.
 - `population_writer`: a population's job files (`.hydra/`) and its members' opening records (params, tags,
   config, dataset) are written in a worker process while the next members open (`population_writer.py`;
   public `concurrent.futures`).
+- `population_host`: a population sweep (`-m … hydra/launcher=population`) trains in a process forked as
+  the command starts, which loads Lightning and torch while the sweep process composes the jobs
+  (`population_host.py`; public `os.fork` and `multiprocessing.connection`).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from contextlib import contextmanager
 
 SWITCH_ENV = "EXPERIMENTS_NO_SPEEDUPS"
 NAMES = ("gc_pause", "requirements_map", "fast_exit", "sweep_config_cache", "compose_template", "plot_worker",
-         "population_writer", "yaml_render")
+         "population_writer", "yaml_render", "population_host")
 # The fast exit's older switch, kept working: EXPERIMENTS_NORMAL_EXIT=1.
 NORMAL_EXIT_ENV = "EXPERIMENTS_NORMAL_EXIT"
 

@@ -199,16 +199,27 @@ def _job_files(outputs: Path) -> dict[str, str]:
 
 def test_a_large_population_saves_the_job_files_and_records_its_worker_would_not_change(
         tmp_path: Path, outputs: Path) -> None:
-    """From 8 members, a worker process saves the jobs' Hydra files, writes the runs' opening records while
-    the next members open and their epoch metrics while they train: the same files and runs (every
-    epoch's values; the best member's model linked to its epoch's scores) as the sweep's own process writes."""
+    """From 8 members, the population trains in the host process forked as the sweep starts, and a worker
+    process saves the jobs' Hydra files, writes the runs' opening records while the next members open and
+    their epoch metrics while they train: the same files and runs (every epoch's values; the best member's
+    model linked to its epoch's scores) as the sweep's own process trains and writes alone."""
     grid = [POPULATION, "optimizer.lr=0.001,0.01", "seed=1,2,3,4", "trainer.max_epochs=3",
             "data.options.n_samples=300", "logger.log_model=best"]
     here = tmp_path / "here"
-    sweep(outputs, tmp_path, *grid)
+    phases = tmp_path / "phases.jsonl"
+    hosted = run_cli(["train", "-m", f"paths.output_dir={outputs}", *FAST, *grid], cwd=tmp_path,
+                     env={PHASE_FILE_ENV: str(phases)})
+    assert hosted.returncode == 0, hosted.stderr[-3000:]
+    marks = [name for line in phases.read_text().splitlines() for name in json.loads(line)]
+    assert {"population_host_start", "population_writer_start"} <= set(marks), marks
     result = run_cli(["train", "-m", f"paths.output_dir={here}", *FAST, *grid], cwd=tmp_path,
-                     env={"EXPERIMENTS_NO_SPEEDUPS": "population_writer"})
+                     env={"EXPERIMENTS_NO_SPEEDUPS": "population_writer,population_host", PHASE_FILE_ENV: str(phases)})
     assert result.returncode == 0, result.stderr[-3000:]
+    assert marks == [name for line in phases.read_text().splitlines()[:len(marks)] for name in json.loads(line)]
+    later = [name for line in phases.read_text().splitlines()[len(marks):] for name in json.loads(line)]
+    assert "population_host_start" not in later and "population_writer_start" not in later, later
+    assert [line for line in hosted.stdout.splitlines() if "run " not in line and "Sweep parent" not in line] == \
+        [line for line in result.stdout.splitlines() if "run " not in line and "Sweep parent" not in line]
 
     files, files_here = _job_files(outputs), _job_files(here)
     assert len(files) == 8 * 3 and set(files) == set(files_here)
@@ -295,3 +306,45 @@ def test_ctrl_c_while_a_population_trains_closes_every_run_killed(tmp_path: Path
         epochs = [m.step for m in client.get_metric_history(run.info.run_id, "val/loss")]
         assert len(epochs) > 1 and sorted(epochs) == list(range(len(epochs))), run.info.run_name
     assert parent.info.status != "RUNNING"
+
+
+def test_a_population_whose_training_process_is_killed_fails_its_jobs_in_one_sentence(
+        tmp_path: Path, outputs: Path) -> None:
+    """The process a population trains in is killed (out of memory, a user's `kill -9`): each of its jobs
+    fails with one sentence saying so, its runs are closed FAILED, none stays RUNNING, no traceback, and the
+    sweep exits non-zero instead of hanging."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "experiments", "train", "-m", f"paths.output_dir={outputs}", *FAST, POPULATION,
+         "optimizer.lr=0.001,0.01", "seed=1,2", "trainer.max_epochs=100000", "data.options.n_samples=300",
+         "logger.log_model=false"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    assert process.stdout is not None
+    seen = []
+    for line in process.stdout:  # until the population trains
+        seen.append(line)
+        if "Training 4 runs as one population" in line:
+            break
+    else:
+        pytest.fail("".join(seen[-30:]))
+    time.sleep(1)
+    # The host: the sweep's child running the same command (the writer and plot workers are spawned Pythons).
+    command = Path(f"/proc/{process.pid}/cmdline").read_bytes()
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+    (host,) = [int(pid) for pid in children if Path(f"/proc/{pid}/cmdline").read_bytes() == command]
+    os.kill(host, signal.SIGKILL)
+    rest = process.communicate(timeout=180)[0]
+    assert process.returncode != 0, rest[-2000:]
+    assert "Traceback" not in rest, rest[-3000:]
+    assert "The population's training process was killed (signal 9)" in rest, rest[-2000:]
+    _, parent, children_runs = parent_and_children(outputs)
+    assert len(children_runs) == 4
+    assert {run.info.status for run in children_runs} == {"FAILED"}, rest[-2000:]
+    assert parent.info.status == "FAILED"

@@ -43,6 +43,7 @@ class PopulationLauncher(Launcher):
         cache_sweep_configs(hydra_context.config_loader)  # each job composed once, not twice
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from experiments import population_host
         from experiments.population_grouping import population_key
         from experiments.population_workers import PopulationWorkers
 
@@ -66,16 +67,17 @@ class PopulationLauncher(Launcher):
                   for positions in groups.values() for start in range(0, len(positions), self.max_members)]
         results: list[JobReturn | None] = [None] * len(configs)
         members = sum(len(chunk) for chunk in chunks if len(chunk) > 1)
-        if self.workers is None:  # one set for the sweep process: an Optuna sweep launches batch after batch
-            self.workers = PopulationWorkers(members)
-            atexit.register(self.workers.close)
-        self.workers.members = members
+        if population_host.current() is None:  # else the host process trains them, with its own workers
+            if self.workers is None:  # one set for the sweep process: an Optuna sweep launches batch after batch
+                self.workers = PopulationWorkers(members)
+                atexit.register(self.workers.close)
+            self.workers.members = members
         for chunk in chunks:
             if len(chunk) == 1:
                 results[chunk[0]] = self._run_alone(configs[chunk[0]])
             else:
                 population = [configs[p] for p in chunk]
-                for position, result in zip(chunk, self._run_population(population, self.workers)):
+                for position, result in zip(chunk, self._run_population(population, members)):
                     results[position] = result
         assert all(result is not None for result in results)
         return results  # type: ignore[return-value]
@@ -88,15 +90,22 @@ class PopulationLauncher(Launcher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         return result
 
-    def _run_population(self, sweep_configs: list[DictConfig], workers: Any) -> list[JobReturn]:
+    def _run_population(self, sweep_configs: list[DictConfig], members: int) -> list[JobReturn]:
         """Start every job and check its config, then open every member (each in its job's context), train
         them together, close each in its context. Every job starts before the first member opens: the
         writer saves the jobs' files while the first opening imports Lightning and torch. Where a Hydra
         callback acts as a job starts, each member opens right after its job starts instead, as with
-        Hydra's own launchers."""
+        Hydra's own launchers. `members`: how many of the launch's jobs train in populations."""
+        from experiments import population_host
         from experiments.population import Population
 
-        population = Population(len(sweep_configs), self.memory_bytes, workers)
+        population: Any = None
+        if (host := population_host.current()) is not None:
+            try:
+                population = population_host.HostedPopulation(host, len(sweep_configs), self.memory_bytes, members)
+            except population_host.HostDied:  # trained here instead
+                pass
+        population = population or Population(len(sweep_configs), self.memory_bytes, self.workers)
         interleaved = self.watches_job_start
         try:
             results = [JobReturn() for _ in sweep_configs]
