@@ -6,7 +6,8 @@ other, on one core. `experiments train -m … hydra/launcher=population` therefo
 starts, a host process that imports Lightning and torch at once, on the other core, and then opens,
 trains and closes the sweep's populations for the launcher (`HostedPopulation` has `Population`'s
 calls; each runs there, in its job's Hydra context, and returns its value or raises its error here). The
-launcher keeps everything Hydra's own: the jobs' directories and files, callbacks, results.
+launcher keeps everything Hydra's own: the jobs' directories and files, callbacks, results; the host
+checks each job's config (`population.check_job`) as it opens it, in the job's Hydra context.
 
 A fork, not a spawn: the host starts with the command's state (arguments, environment, Hydra's modules)
 and before any thread, so the fork is safe. Off with `EXPERIMENTS_NO_SPEEDUPS=population_host`; not used
@@ -151,7 +152,7 @@ class PopulationHost:
 
 class HostedPopulation:
     """`population.Population` whose members open, train and close in the host (see the module's
-    docstring); checking a job and saving its files stay in the sweep process."""
+    docstring); a job's files are saved there too, unless a callback reads them as the job starts."""
 
     def __init__(self, host: PopulationHost, size: int, memory_bytes: int | None, members: int) -> None:
         self._host = host
@@ -172,9 +173,8 @@ class HostedPopulation:
             self._host.send("save_files", index, folder, values)
 
     def check(self, index: int, cfg: Any) -> None:
-        from experiments.population import check_job
-
-        check_job(cfg)
+        """Checked in the host, in the job's context, as it opens (`population.check_job`): a config that
+        fails there fails its job as it closes."""
 
     def open(self, index: int, cfg: Any) -> None:
         from hydra.core.hydra_config import HydraConfig
@@ -293,11 +293,14 @@ class _Server:
     def open(self, index: int, cfg: Any, hydra_cfg: Any) -> None:
         from hydra.core.utils import configure_log
 
+        from experiments.population import check_job
+
         self.contexts[index] = hydra_cfg
         self._enter(index)
         configure_log(hydra_cfg.hydra.job_logging, hydra_cfg.hydra.verbose)
         try:
             if index not in self.errors:
+                check_job(cfg)
                 self.population.open(index, cfg)
         except Exception as err:  # noqa: BLE001 - the job's error, raised as it closes
             self.errors[index] = err

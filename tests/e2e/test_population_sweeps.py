@@ -348,3 +348,20 @@ def test_a_population_whose_training_process_is_killed_fails_its_jobs_in_one_sen
     assert len(children_runs) == 4
     assert {run.info.status for run in children_runs} == {"FAILED"}, rest[-2000:]
     assert parent.info.status == "FAILED"
+
+
+@pytest.mark.parametrize("speedups_off", ["", "population_host"])
+def test_a_job_whose_config_is_refused_fails_alone_in_its_population(
+        tmp_path: Path, outputs: Path, speedups_off: str) -> None:
+    """A job's config is checked as its member opens (in the host process, or in the sweep's own): a refused
+    one fails with its sentence, and the members beside it train and finish."""
+    result = run_cli(["train", "-m", f"paths.output_dir={outputs}", *FAST, POPULATION, "optimizer.lr=0.01,-1",
+                      "seed=1,2", "trainer.max_epochs=2", "logger.log_model=false"], cwd=tmp_path,
+                     env={"EXPERIMENTS_NO_SPEEDUPS": speedups_off})
+    assert result.returncode != 0
+    assert "error: optimizer.lr must be a positive number, got -1." in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    _, parent, children = parent_and_children(outputs)
+    assert sorted((run.data.params["optimizer.lr"], run.info.status) for run in children) == \
+        [("0.01", "FINISHED"), ("0.01", "FINISHED")]
+    assert parent.data.metrics["sweep/failed_jobs"] == 2
