@@ -95,7 +95,9 @@ class PopulationLauncher(Launcher):
         them together, close each in its context. Every job starts before the first member opens: the
         writer saves the jobs' files while the first opening imports Lightning and torch. Where a Hydra
         callback acts as a job starts, each member opens right after its job starts instead, as with
-        Hydra's own launchers. `members`: how many of the launch's jobs train in populations."""
+        Hydra's own launchers, and so it does in a population host (which has loaded Lightning already
+        and opens the member while the next job starts). `members`: how many of the launch's jobs train in
+        populations."""
         from experiments import population_host
         from experiments.population import Population
 
@@ -106,7 +108,8 @@ class PopulationLauncher(Launcher):
             except population_host.HostDied:  # trained here instead
                 pass
         population = population or Population(len(sweep_configs), self.memory_bytes, self.workers)
-        interleaved = self.watches_job_start
+        # A host has loaded Lightning already: each member opens there while the next job starts here.
+        interleaved = self.watches_job_start or isinstance(population, population_host.HostedPopulation)
         try:
             results = [JobReturn() for _ in sweep_configs]
             checked: list[int] = []
