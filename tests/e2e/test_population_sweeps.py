@@ -4,6 +4,11 @@ grid and Optuna sweepers, a real sqlite MLflow store; each member compared with 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +32,25 @@ def sweep(outputs: Path, cwd: Path, *args: str) -> Any:
     result = run_cli(["train", "-m", f"paths.output_dir={outputs}", *FAST, *args], cwd=cwd)
     assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-3000:])
     return result
+
+
+def training_sweep(outputs: Path, cwd: Path, seeds: str) -> subprocess.Popen:
+    """A population sweep of 2 lr × `seeds` that would train for ever, in its own process group, returned
+    once its population trains."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "experiments", "train", "-m", f"paths.output_dir={outputs}", *FAST, POPULATION,
+         "optimizer.lr=0.001,0.01", f"seed={seeds}", "trainer.max_epochs=100000", "data.options.n_samples=300",
+         "logger.log_model=false"],
+        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    assert process.stdout is not None
+    seen = []
+    for line in process.stdout:
+        seen.append(line)
+        if f"Training {2 * len(seeds.split(','))} runs as one population" in line:
+            return process
+    pytest.fail("".join(seen[-30:]))
 
 
 def histories(client: MlflowClient, run: Any) -> dict[str, list[tuple[int, float]]]:
@@ -274,27 +298,7 @@ def test_ctrl_c_while_a_population_trains_closes_every_run_killed(tmp_path: Path
     """Ctrl-C reaches the whole terminal's process group — the sweep and the population's worker processes —
     while the members' epoch metrics are going to the writer: every member's run ends KILLED with the
     epochs it trained, none stays RUNNING, and the sweep exits non-zero."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "experiments", "train", "-m", f"paths.output_dir={outputs}", *FAST, POPULATION,
-         "optimizer.lr=0.001,0.01", "seed=1,2,3,4", "trainer.max_epochs=100000", "data.options.n_samples=300",
-         "logger.log_model=false"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    assert process.stdout is not None
-    seen = []
-    for line in process.stdout:  # until the population trains
-        seen.append(line)
-        if "Training 8 runs as one population" in line:
-            break
-    else:
-        pytest.fail("".join(seen[-30:]))
+    process = training_sweep(outputs, tmp_path, "1,2,3,4")
     time.sleep(4)  # epochs whose values the members hand to the writer every 2 s
     os.killpg(process.pid, signal.SIGINT)
     rest = process.communicate(timeout=180)[0]
@@ -313,27 +317,7 @@ def test_a_population_whose_training_process_is_killed_fails_its_jobs_in_one_sen
     """The process a population trains in is killed (out of memory, a user's `kill -9`): each of its jobs
     fails with one sentence saying so, its runs are closed FAILED, none stays RUNNING, no traceback, and the
     sweep exits non-zero instead of hanging."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "experiments", "train", "-m", f"paths.output_dir={outputs}", *FAST, POPULATION,
-         "optimizer.lr=0.001,0.01", "seed=1,2", "trainer.max_epochs=100000", "data.options.n_samples=300",
-         "logger.log_model=false"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    assert process.stdout is not None
-    seen = []
-    for line in process.stdout:  # until the population trains
-        seen.append(line)
-        if "Training 4 runs as one population" in line:
-            break
-    else:
-        pytest.fail("".join(seen[-30:]))
+    process = training_sweep(outputs, tmp_path, "1,2")
     time.sleep(1)
     # The host: the sweep's child running the same command (the writer and plot workers are spawned Pythons).
     command = Path(f"/proc/{process.pid}/cmdline").read_bytes()
