@@ -120,19 +120,19 @@ class PopulationHost:
         return HostDied(f"The population's training process {how}; its runs are closed FAILED with the sweep.")
 
     def _answer(self) -> Any:
-        interrupted = False
+        stopped: BaseException | None = None  # Ctrl-C, or SIGTERM turned into SystemExit, while waiting
         while True:
             try:
                 status, value = self._conn.recv()
                 break
-            except KeyboardInterrupt:
-                if not interrupted:  # a Ctrl-C sent to this process alone reaches the host too
-                    interrupted = True
+            except (KeyboardInterrupt, SystemExit) as err:
+                if stopped is None:  # one sent to this process alone reaches the host too
+                    stopped = err
                     _signal(self.pid, signal.SIGINT)
             except (EOFError, OSError):
                 raise self._lost() from None
-        if interrupted and status == "ok":
-            raise KeyboardInterrupt
+        if stopped is not None:  # the host has closed its runs KILLED: now this process stops as asked
+            raise stopped
         if status == "err":
             raise value
         return value
@@ -209,6 +209,9 @@ def _serve(conn: Connection) -> None:
     try:
         mark("population_host_start")
         signal.signal(signal.SIGINT, _interrupt_once)
+        # SIGTERM to the process group (a cluster's, a user's kill): as in the sweep process, SystemExit,
+        # so training closes its runs KILLED before this process ends.
+        signal.signal(signal.SIGTERM, _terminate)
         server = _Server()
         while True:
             try:
@@ -216,7 +219,7 @@ def _serve(conn: Connection) -> None:
             except KeyboardInterrupt:  # between requests: the sweep process decides what comes next
                 signal.signal(signal.SIGINT, _interrupt_once)
                 continue
-            except (EOFError, OSError):
+            except (EOFError, OSError, SystemExit):  # the sweep process is gone, or this one is told to end
                 break
             if name == "exit":
                 break
@@ -225,6 +228,7 @@ def _serve(conn: Connection) -> None:
             except BaseException as err:  # noqa: BLE001 - every error is the caller's to raise
                 reply = ("err", err)
             signal.signal(signal.SIGINT, _interrupt_once)
+            signal.signal(signal.SIGTERM, _terminate)
             try:
                 conn.send(reply)
             except Exception as err:  # noqa: BLE001 - an error that does not pickle: its sentence does
@@ -240,6 +244,12 @@ def _serve(conn: Connection) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise SystemExit(128 + signum)
 
 
 def _interrupt_once(signum: int, frame: Any) -> None:

@@ -349,3 +349,18 @@ def test_a_job_whose_config_is_refused_fails_alone_in_its_population(
     assert sorted((run.data.params["optimizer.lr"], run.info.status) for run in children) == \
         [("0.01", "FINISHED"), ("0.01", "FINISHED")]
     assert parent.data.metrics["sweep/failed_jobs"] == 2
+
+
+def test_sigterm_to_the_sweep_process_alone_closes_every_run_killed(tmp_path: Path, outputs: Path) -> None:
+    """`kill PID` of the sweep while its population trains in the host process: the sweep passes the stop
+    on, the host closes every member's run KILLED, and the sweep ends non-zero (not after the training)."""
+    process = training_sweep(outputs, tmp_path, "1,2")
+    time.sleep(1)
+    os.kill(process.pid, signal.SIGTERM)
+    rest = process.communicate(timeout=180)[0]
+    assert process.returncode != 0, rest[-2000:]
+    assert "Traceback" not in rest, rest[-3000:]
+    _, parent, children = parent_and_children(outputs)
+    assert len(children) == 4
+    assert {(run.info.status, run.data.tags.get("failure_reason")) for run in children} == {("KILLED", "interrupted")}
+    assert parent.info.status == "FAILED"
