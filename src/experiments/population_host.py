@@ -75,11 +75,13 @@ class PopulationHost:
         self.alive = True
         self._conn = here
         self._unanswered = 0  # requests sent by `send`, whose answers are read before the next `call`'s
+        self._used = False  # whether a population was ever handed to it
         atexit.register(self.close)
 
     def send(self, name: str, *args: Any) -> None:
         """Queue request `name` without waiting: its error, if any, is raised by the next `call`."""
         self._check_alive()
+        self._used = True
         try:
             self._conn.send((name, args))
         except OSError:
@@ -90,6 +92,7 @@ class PopulationHost:
         """Run request `name` in the host; return its value or raise its error. Ctrl-C here waits for the
         host's answer (the host closes its runs KILLED first), then is raised."""
         self._check_alive()
+        self._used = True
         try:
             self._conn.send((name, args))
         except OSError:
@@ -142,6 +145,8 @@ class PopulationHost:
         if not self.alive:
             return
         self.alive = False
+        if not self._used:  # it holds nothing (a config error, a sweep of single runs): no need to let it load
+            _signal(self.pid, signal.SIGKILL)
         try:
             self._conn.send(("exit", ()))
         except OSError:

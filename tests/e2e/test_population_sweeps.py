@@ -364,3 +364,19 @@ def test_sigterm_to_the_sweep_process_alone_closes_every_run_killed(tmp_path: Pa
     assert len(children) == 4
     assert {(run.info.status, run.data.tags.get("failure_reason")) for run in children} == {("KILLED", "interrupted")}
     assert parent.info.status == "FAILED"
+
+
+def test_a_population_sweeps_config_error_does_not_wait_for_its_training_process(
+        tmp_path: Path, outputs: Path) -> None:
+    """A misspelled override in a population sweep is one sentence and exit 2, as in any sweep: the process
+    forked to train the populations, which holds nothing yet, is stopped rather than left to finish loading
+    Lightning and torch (seconds) before the command can end."""
+    phases = tmp_path / "phases.jsonl"
+    result = run_cli(["train", "-m", f"paths.output_dir={outputs}", POPULATION, "optimizer.lr=0.1,0.2",
+                      "nosuchkey=1"], cwd=tmp_path, env={PHASE_FILE_ENV: str(phases)})
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == \
+        "error: nosuchkey is not a config key; `experiments train --cfg job` lists the keys."
+    marks = [name for line in phases.read_text().splitlines() for name in json.loads(line)]
+    assert "population_host_start" in marks and "population_host_ready" not in marks, marks
+    assert not (outputs / "multiruns").exists()
