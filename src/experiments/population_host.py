@@ -210,6 +210,8 @@ class HostedPopulation:
 # --- in the host ------------------------------------------------------------------------------------
 def _serve(conn: Connection) -> None:
     """The host's life: load, then answer requests until told to stop or the sweep process is gone."""
+    from experiments.tracking.server import in_one_sentence
+
     code = 0
     try:
         mark("population_host_start")
@@ -231,7 +233,9 @@ def _serve(conn: Connection) -> None:
             try:
                 reply: tuple[str, Any] = ("ok", getattr(server, name)(*args))
             except BaseException as err:  # noqa: BLE001 - every error is the caller's to raise
-                reply = ("err", err)
+                # What an error was raised from does not cross processes: a tracking server that did not
+                # answer becomes here the sentence the sweep process would make of it.
+                reply = ("err", in_one_sentence(err, in_sweep=True))
             signal.signal(signal.SIGINT, _interrupt_once)
             signal.signal(signal.SIGTERM, _terminate)
             try:
