@@ -93,7 +93,8 @@ def _ready_for_report(uri: str, experiment: str) -> None:
     the report would otherwise spend after training. Anything that fails here fails again, and is
     reported, when the report itself asks for it."""
     try:
-        os.nice(10)  # this thread only (Linux): the runs' processes come first; this has until they end
+        if hasattr(os, "nice"):  # this thread only (Linux): the runs' processes come first; this has until they end
+            os.nice(10)
         import scipy.stats  # noqa: F401
 
         from experiments.report.plots import pyplot_agg
