@@ -91,13 +91,8 @@ class PopulationHost:
     def call(self, name: str, *args: Any) -> Any:
         """Run request `name` in the host; return its value or raise its error. Ctrl-C here waits for the
         host's answer (the host closes its runs KILLED first), then is raised."""
-        self._check_alive()
-        self._used = True
-        try:
-            self._conn.send((name, args))
-        except OSError:
-            raise self._lost() from None
-        answers, self._unanswered = self._unanswered + 1, 0
+        self.send(name, *args)
+        answers, self._unanswered = self._unanswered, 0
         first_error: BaseException | None = None
         value = None
         for _ in range(answers):  # every answer read, in order, so the next call reads its own
