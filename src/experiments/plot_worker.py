@@ -6,7 +6,6 @@ core idle. The workers start (and import Matplotlib) while the population trains
 from __future__ import annotations
 
 import itertools
-import multiprocessing
 import os
 import shutil
 import tempfile
@@ -15,7 +14,7 @@ from pathlib import Path
 
 from experiments.learning_curve_plot import plot_learning_curve
 from experiments.timing import mark
-from experiments.worker_process import start_worker
+from experiments.worker_process import start_worker, worker_context
 
 MIN_MEMBERS = 4  # below this the worker's start-up (~0.5 s of imports) costs more than it saves
 # From this many members on, two workers: one draws a plot (~0.08 s) more slowly than the main process
@@ -30,9 +29,7 @@ class PlotWorker:
     def __init__(self, wait_s: float = WAIT_S, workers: int = 1) -> None:
         self.wait_s = wait_s
         self._stuck = False
-        # spawn: a fork of a process holding torch's thread pools is unsafe; the child imports matplotlib only.
-        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=start_worker)
+        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=worker_context(), initializer=start_worker)
         for _ in range(workers):  # a spawned pool starts a process per task waiting: started now, not after training
             self._pool.submit(_ready)
         mark("plot_worker_start")

@@ -214,7 +214,7 @@ def _serve(conn: Connection) -> None:
         # SIGTERM to the process group (a cluster's, a user's kill): as in the sweep process, SystemExit,
         # so training closes its runs KILLED before this process ends.
         signal.signal(signal.SIGTERM, _terminate)
-        server = _Server()
+        server = _Server(conn.fileno())
         while True:
             try:
                 name, args = conn.recv()
@@ -265,7 +265,7 @@ def _interrupt_once(signum: int, frame: Any) -> None:
 class _Server:
     """The host's requests: `Population`'s calls, each in its job's Hydra context."""
 
-    def __init__(self) -> None:
+    def __init__(self, conn_fd: int) -> None:
         from hydra.core.utils import setup_globals
 
         from experiments.paths import register_resolvers
@@ -279,7 +279,9 @@ class _Server:
         import experiments.models.population_module
         import experiments.population  # noqa: F401
 
-        threading.Thread(target=_load_the_rest, daemon=True).start()
+        self._loader = threading.Thread(target=_load_the_rest, daemon=True)
+        self._loader.start()
+        self._conn_fd = conn_fd
         self.population: Any = None
         self.workers: Any = None
         self.contexts: dict[int, Any] = {}
@@ -292,6 +294,13 @@ class _Server:
 
         if self.workers is None:  # one set for the sweep, as the launcher keeps them
             self.workers = PopulationWorkers(members)
+            if self.population is None:  # no store opened here yet: the workers can be forked (worker_process)
+                from experiments.worker_process import forking
+
+                self._loader.join()  # what they use is loaded, and no other thread runs
+                with forking(close_in_child=[self._conn_fd]):
+                    self.workers.writer()
+                    self.workers.plots()
         self.workers.members = members
         self.population = Population(size, memory_bytes, self.workers)
         self.contexts, self.errors = {}, {}
@@ -345,12 +354,16 @@ class _Server:
 
 
 def _load_the_rest() -> None:
-    """The MLflow store, scikit-learn and the data pipeline a member's opening loads (its run, its data);
-    anything that fails to load here fails again, and is reported, where it is used."""
+    """The MLflow store, scikit-learn and the data pipeline a member's opening loads (its run, its data),
+    and Matplotlib, which the plot workers forked from here use; anything that fails to load here fails
+    again, and is reported, where it is used."""
     try:
+        import matplotlib.backends.backend_agg
+        import matplotlib.figure  # noqa: F401
         import mlflow.store.tracking.sqlalchemy_store
         import mlflow.tracking  # noqa: F401
         import sklearn.datasets  # noqa: F401
+        import yaml  # noqa: F401
 
         import experiments.data.datamodule
         import experiments.data.preparation

@@ -13,7 +13,6 @@ written fails its job, as it would fail a run alone; a worker that died is repla
 from __future__ import annotations
 
 import functools
-import multiprocessing
 import os
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -23,7 +22,7 @@ from typing import Any
 
 from experiments.timing import mark
 from experiments.tracking.run_record import RunRecord, write_metrics, write_run_record
-from experiments.worker_process import start_worker
+from experiments.worker_process import start_worker, worker_context
 
 # Below this, the worker's start-up (~1.5 s of MLflow's imports, on the other core) buys little.
 MIN_MEMBERS = 8
@@ -33,9 +32,7 @@ class PopulationWriter:
     """`submit_files` and `submit_record` as a job opens; `wait_for` each before its run closes."""
 
     def __init__(self) -> None:
-        # spawn: a fork of a process holding torch's thread pools is unsafe; the child imports MLflow only.
-        self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=start_worker)
+        self._pool = ProcessPoolExecutor(max_workers=1, mp_context=worker_context(), initializer=start_worker)
         self._queued: list[Future] = []
         self._pool.submit(_ready)  # started now: its imports overlap the first members' opening
         mark("population_writer_start")

@@ -25,6 +25,9 @@ upgrade can make a run slower but never wrong.
 - `population_host`: a population sweep (`-m … hydra/launcher=population`) trains in a process forked as
   the command starts, which loads Lightning and torch while the sweep process composes the jobs
   (`population_host.py`; public `os.fork` and `multiprocessing.connection`).
+- `worker_fork`: that process forks its writer and plot workers once it has loaded what they use, instead
+  of starting fresh interpreters that import MLflow and Matplotlib again (`worker_process.py`; public
+  `multiprocessing` fork context; Python 3.11, where it was measured).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from contextlib import contextmanager
 
 SWITCH_ENV = "EXPERIMENTS_NO_SPEEDUPS"
 NAMES = ("gc_pause", "requirements_map", "fast_exit", "sweep_config_cache", "compose_template", "plot_worker",
-         "population_writer", "yaml_render", "population_host")
+         "population_writer", "yaml_render", "population_host", "worker_fork")
 # The fast exit's older switch, kept working: EXPERIMENTS_NORMAL_EXIT=1.
 NORMAL_EXIT_ENV = "EXPERIMENTS_NORMAL_EXIT"
 

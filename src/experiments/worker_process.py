@@ -1,13 +1,51 @@
-"""How a population's worker processes (the writer, the plot workers) start."""
+"""How a population's worker processes (the writer, the plot workers) start.
+
+Spawned, as a rule: a fresh interpreter imports MLflow or Matplotlib (~1.5 s and ~0.5 s of CPU each), and
+a fork of a process holding torch's thread pools or MLflow's open store would share them. The population
+host forks its first workers instead (`forking`), at the one moment that is safe: it has loaded everything
+they use, no other thread runs, and it has opened no store yet; the workers then start with nothing to
+import. Off with `EXPERIMENTS_NO_SPEEDUPS=worker_fork`."""
 
 from __future__ import annotations
 
+import gc
+import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from multiprocessing.context import BaseContext
 
-from experiments.speedups import leave_fast_at_exit
+from experiments.speedups import enabled, leave_fast_at_exit
+
+# Python 3.12 on warns as a process with threads forks (the first pool's threads run as the second forks).
+_FORK_PYTHONS = ((3, 11),)
+_FORKING = False
+_CLOSE_IN_CHILD: tuple[int, ...] = ()
+
+
+@contextmanager
+def forking(close_in_child: Iterable[int] = ()) -> Iterator[None]:
+    """Workers started inside are forked from this process (its caller vouches that no other thread runs
+    and no MLflow store is open here); `close_in_child`: descriptors a worker must not hold (the host's
+    pipe, whose end-of-file tells the sweep process the host is gone)."""
+    global _FORKING, _CLOSE_IN_CHILD
+    sys.stdout.flush()  # a child that flushed an inherited buffer would print it twice
+    sys.stderr.flush()
+    _FORKING = enabled("worker_fork") and hasattr(os, "fork") and sys.version_info[:2] in _FORK_PYTHONS
+    _CLOSE_IN_CHILD = tuple(close_in_child)
+    try:
+        yield
+    finally:
+        _FORKING, _CLOSE_IN_CHILD = False, ()
+
+
+def worker_context() -> BaseContext:
+    """The start method of a worker pool created now (see the module's docstring)."""
+    return multiprocessing.get_context("fork" if _FORKING else "spawn")
 
 
 def start_worker() -> None:
@@ -16,6 +54,15 @@ def start_worker() -> None:
     worker interrupted mid-task would hand the sweep a `KeyboardInterrupt` for that task instead. And the
     worker leaves without the interpreter's teardown, or at once when the process it works for is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked worker inherits the host's handler
+    for fd in _CLOSE_IN_CHILD:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    if not gc.isenabled():  # forked while the host's start-up pauses collection: what it inherited stays put
+        gc.freeze()
+        gc.enable()
     leave_fast_at_exit()
     threading.Thread(target=_leave_with, args=(os.getppid(),), daemon=True).start()
 
