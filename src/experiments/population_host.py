@@ -7,7 +7,9 @@ starts, a host process that imports Lightning and torch at once, on the other co
 trains and closes the sweep's populations for the launcher (`HostedPopulation` has `Population`'s
 calls; each runs there, in its job's Hydra context, and returns its value or raises its error here). The
 launcher keeps everything Hydra's own: the jobs' directories and files, callbacks, results; the host
-checks each job's config (`population.check_job`) as it opens it, in the job's Hydra context.
+checks each job's config (`population.check_job`) as it opens it, in the job's Hydra context. As its
+first population arrives, the host forks that population's writer and plot workers
+(`worker_process.forking`), which so start with MLflow and Matplotlib loaded.
 
 A fork, not a spawn: the host starts with the command's state (arguments, environment, Hydra's modules)
 and before any thread, so the fork is safe. Off with `EXPERIMENTS_NO_SPEEDUPS=population_host`; not used
