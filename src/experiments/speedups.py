@@ -27,7 +27,7 @@ upgrade can make a run slower but never wrong.
   (`population_host.py`; public `os.fork` and `multiprocessing.connection`).
 - `worker_fork`: that process forks its writer and plot workers once it has loaded what they use, instead
   of starting fresh interpreters that import MLflow and Matplotlib again (`worker_process.py`; public
-  `multiprocessing` fork context; Python 3.11, where it was measured).
+  `multiprocessing` fork context; Linux and Python 3.11, where it was measured).
 """
 
 from __future__ import annotations

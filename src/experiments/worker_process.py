@@ -21,8 +21,10 @@ from multiprocessing.context import BaseContext
 
 from experiments.speedups import enabled, leave_fast_at_exit
 
-# Python 3.12 on warns as a process with threads forks (the first pool's threads run as the second forks).
+# Python 3.12 on warns as a process with threads forks (the first pool's threads run as the second forks);
+# macOS's system libraries are not fork-safe once loaded (Python spawns there by default).
 _FORK_PYTHONS = ((3, 11),)
+_FORK_PLATFORMS = ("linux",)
 _FORKING = False
 _CLOSE_IN_CHILD: tuple[int, ...] = ()
 
@@ -35,7 +37,8 @@ def forking(close_in_child: Iterable[int] = ()) -> Iterator[None]:
     global _FORKING, _CLOSE_IN_CHILD
     sys.stdout.flush()  # a child that flushed an inherited buffer would print it twice
     sys.stderr.flush()
-    _FORKING = enabled("worker_fork") and hasattr(os, "fork") and sys.version_info[:2] in _FORK_PYTHONS
+    _FORKING = enabled("worker_fork") and sys.platform.startswith(_FORK_PLATFORMS) \
+        and sys.version_info[:2] in _FORK_PYTHONS
     _CLOSE_IN_CHILD = tuple(close_in_child)
     try:
         yield

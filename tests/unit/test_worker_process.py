@@ -19,7 +19,7 @@ import pytest
 from experiments.worker_process import forking, start_worker, worker_context
 
 LOADED_HERE = "_loaded_by_the_parent_only"
-FORKS_HERE = sys.version_info[:2] == (3, 11)
+FORKS_HERE = sys.version_info[:2] == (3, 11) and sys.platform.startswith("linux")
 
 
 def _what_the_worker_has(fd: int) -> dict[str, Any]:
@@ -44,7 +44,7 @@ def loaded_here(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     signal.signal(signal.SIGTERM, previous)
 
 
-@pytest.mark.skipif(not FORKS_HERE, reason="workers are forked on Python 3.11 only (where it was measured)")
+@pytest.mark.skipif(not FORKS_HERE, reason="workers are forked on Linux with Python 3.11 only (where it was measured)")
 def test_a_worker_started_while_forking_has_what_was_loaded_and_not_the_hosts_pipe(loaded_here: None) -> None:
     reading, writing = os.pipe()
     try:
