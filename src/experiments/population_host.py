@@ -295,14 +295,14 @@ class _Server:
         from experiments.population_workers import PopulationWorkers
 
         if self.workers is None:  # one set for the sweep, as the launcher keeps them
-            self.workers = PopulationWorkers(members)
-            if self.population is None:  # no store opened here yet: the workers can be forked (worker_process)
-                from experiments.worker_process import forking
+            from experiments.worker_process import forking, forks_here
 
-                self._loader.join()  # what they use is loaded, and no other thread runs
+            self.workers = PopulationWorkers(members)
+            if forks_here():  # the first population: nothing but imports has run here, no store is open
+                self._loader.join()  # what the workers use is loaded, and the loading thread has ended
                 with forking(close_in_child=[self._conn_fd]):
                     self.workers.writer()
-                    self.workers.plots()
+                    self.workers.plots()  # even if no member plots: forked, an idle worker costs ~nothing
         self.workers.members = members
         self.population = Population(size, memory_bytes, self.workers)
         self.contexts, self.errors = {}, {}
@@ -357,11 +357,14 @@ class _Server:
 
 def _load_the_rest() -> None:
     """The MLflow store, scikit-learn and the data pipeline a member's opening loads (its run, its data),
-    and Matplotlib, which the plot workers forked from here use; anything that fails to load here fails
+    and Matplotlib, which plot workers forked from here use; anything that fails to load here fails
     again, and is reported, where it is used."""
+    from experiments.worker_process import forks_here
+
     try:
-        import matplotlib.backends.backend_agg
-        import matplotlib.figure  # noqa: F401
+        if forks_here():
+            import matplotlib.backends.backend_agg
+            import matplotlib.figure  # noqa: F401
         import mlflow.store.tracking.sqlalchemy_store
         import mlflow.tracking  # noqa: F401
         import sklearn.datasets  # noqa: F401

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from multiprocessing.context import BaseContext
 
 from experiments.speedups import enabled, leave_fast_at_exit
+from experiments.timing import mark
 
 # Python 3.12 on warns as a process with threads forks (the first pool's threads run as the second forks);
 # macOS's system libraries are not fork-safe once loaded (Python spawns there by default).
@@ -29,16 +30,23 @@ _FORKING = False
 _CLOSE_IN_CHILD: tuple[int, ...] = ()
 
 
+def forks_here() -> bool:
+    """Whether `forking` forks on this platform and Python, with the speed-up on."""
+    return enabled("worker_fork") and sys.platform.startswith(_FORK_PLATFORMS) \
+        and sys.version_info[:2] in _FORK_PYTHONS
+
+
 @contextmanager
 def forking(close_in_child: Iterable[int] = ()) -> Iterator[None]:
-    """Workers started inside are forked from this process (its caller vouches that no other thread runs
-    and no MLflow store is open here); `close_in_child`: descriptors a worker must not hold (the host's
-    pipe, whose end-of-file tells the sweep process the host is gone)."""
+    """Worker pools created inside are forked from this process, whose caller vouches that it has opened no
+    MLflow store; and only where no other thread runs as it enters (else they are spawned). A second pool
+    forks while the first one's manager and feeder threads run: its workers never touch what those
+    threads hold (the first pool's queues). `close_in_child`: descriptors a worker must not hold (the
+    host's pipe, whose end-of-file tells the sweep process the host is gone)."""
     global _FORKING, _CLOSE_IN_CHILD
     sys.stdout.flush()  # a child that flushed an inherited buffer would print it twice
     sys.stderr.flush()
-    _FORKING = enabled("worker_fork") and sys.platform.startswith(_FORK_PLATFORMS) \
-        and sys.version_info[:2] in _FORK_PYTHONS
+    _FORKING = forks_here() and threading.active_count() == 1
     _CLOSE_IN_CHILD = tuple(close_in_child)
     try:
         yield
@@ -67,6 +75,8 @@ def start_worker() -> None:
         gc.freeze()
         gc.enable()
     leave_fast_at_exit()
+    if _FORKING:  # as it was when this process was forked
+        mark("worker_forked")
     threading.Thread(target=_leave_with, args=(os.getppid(),), daemon=True).start()
 
 

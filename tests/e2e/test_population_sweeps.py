@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from experiments.paths import project_root
 from experiments.timing import PHASE_FILE_ENV
+from experiments.worker_process import forks_here
 from tests.conftest import FAST, parent_and_children, run_cli
 
 pytestmark = pytest.mark.e2e
@@ -236,12 +237,14 @@ def test_a_large_population_saves_the_job_files_and_records_its_worker_would_not
     assert hosted.returncode == 0, hosted.stderr[-3000:]
     marks = [name for line in phases.read_text().splitlines() for name in json.loads(line)]
     assert {"population_host_start", "population_writer_start"} <= set(marks), marks
+    # The host forks the writer and the plot worker, which start with MLflow and Matplotlib loaded.
+    assert marks.count("worker_forked") == (2 if forks_here() else 0), marks
     result = run_cli(["train", "-m", f"paths.output_dir={here}", *FAST, *grid], cwd=tmp_path,
                      env={"EXPERIMENTS_NO_SPEEDUPS": "population_writer,population_host", PHASE_FILE_ENV: str(phases)})
     assert result.returncode == 0, result.stderr[-3000:]
     assert marks == [name for line in phases.read_text().splitlines()[:len(marks)] for name in json.loads(line)]
     later = [name for line in phases.read_text().splitlines()[len(marks):] for name in json.loads(line)]
-    assert "population_host_start" not in later and "population_writer_start" not in later, later
+    assert not {"population_host_start", "population_writer_start", "worker_forked"} & set(later), later
     assert [line for line in hosted.stdout.splitlines() if "run " not in line and "Sweep parent" not in line] == \
         [line for line in result.stdout.splitlines() if "run " not in line and "Sweep parent" not in line]
 
@@ -319,7 +322,7 @@ def test_a_population_whose_training_process_is_killed_fails_its_jobs_in_one_sen
     sweep exits non-zero instead of hanging."""
     process = training_sweep(outputs, tmp_path, "1,2")
     time.sleep(1)
-    # The host: the sweep's child running the same command (the writer and plot workers are spawned Pythons).
+    # The host: the sweep's child running the same command (the writer and plot workers are its children).
     command = Path(f"/proc/{process.pid}/cmdline").read_bytes()
     children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
     (host,) = [int(pid) for pid in children if Path(f"/proc/{pid}/cmdline").read_bytes() == command]

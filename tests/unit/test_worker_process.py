@@ -38,6 +38,7 @@ def _pool() -> ProcessPoolExecutor:
 
 @pytest.fixture
 def loaded_here(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.delenv("EXPERIMENTS_NO_SPEEDUPS", raising=False)
     monkeypatch.setitem(sys.modules, LOADED_HERE, types.ModuleType(LOADED_HERE))
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)  # the host's own handler
     yield
