@@ -14,7 +14,7 @@ from pathlib import Path
 
 from experiments.learning_curve_plot import plot_learning_curve
 from experiments.timing import mark
-from experiments.worker_process import start_worker, worker_context
+from experiments.worker_process import pool_options
 
 MIN_MEMBERS = 4  # below this the worker's start-up (~0.5 s of imports) costs more than it saves
 # From this many members on, two workers: one draws a plot (~0.08 s) more slowly than the main process
@@ -29,7 +29,7 @@ class PlotWorker:
     def __init__(self, wait_s: float = WAIT_S, workers: int = 1) -> None:
         self.wait_s = wait_s
         self._stuck = False
-        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=worker_context(), initializer=start_worker)
+        self._pool = ProcessPoolExecutor(max_workers=workers, **pool_options())
         for _ in range(workers):  # a spawned pool starts a process per task waiting: started now, not after training
             self._pool.submit(_ready)
         mark("plot_worker_start")

@@ -22,7 +22,7 @@ from typing import Any
 
 from experiments.timing import mark
 from experiments.tracking.run_record import RunRecord, write_metrics, write_run_record
-from experiments.worker_process import start_worker, worker_context
+from experiments.worker_process import pool_options
 
 # Below this, the worker's start-up (~1.5 s of MLflow's imports, on the other core) buys little.
 MIN_MEMBERS = 8
@@ -32,7 +32,7 @@ class PopulationWriter:
     """`submit_files` and `submit_record` as a job opens; `wait_for` each before its run closes."""
 
     def __init__(self) -> None:
-        self._pool = ProcessPoolExecutor(max_workers=1, mp_context=worker_context(), initializer=start_worker)
+        self._pool = ProcessPoolExecutor(max_workers=1, **pool_options())
         self._queued: list[Future] = []
         self._pool.submit(_ready)  # started now: its imports overlap the first members' opening
         mark("population_writer_start")

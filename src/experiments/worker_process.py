@@ -3,7 +3,7 @@
 Spawned, as a rule: a fresh interpreter imports MLflow or Matplotlib (~1.5 s and ~0.5 s of CPU each), and
 a fork of a process holding torch's thread pools or MLflow's open store would share them. The population
 host forks its first workers instead (`forking`), at the one moment that is safe: it has loaded everything
-they use, no other thread runs, and it has opened no store yet; the workers then start with nothing to
+they use, no other thread runs (checked), and it has opened no store yet; the workers then start with nothing to
 import. Off with `EXPERIMENTS_NO_SPEEDUPS=worker_fork`."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from multiprocessing.context import BaseContext
+from typing import Any
 
 from experiments.speedups import enabled, leave_fast_at_exit
 from experiments.timing import mark
@@ -54,19 +54,22 @@ def forking(close_in_child: Iterable[int] = ()) -> Iterator[None]:
         _FORKING, _CLOSE_IN_CHILD = False, ()
 
 
-def worker_context() -> BaseContext:
-    """The start method of a worker pool created now (see the module's docstring)."""
-    return multiprocessing.get_context("fork" if _FORKING else "spawn")
+def pool_options() -> dict[str, Any]:
+    """`ProcessPoolExecutor(**pool_options())`: how the workers of a pool created now start (see the
+    module's docstring); fixed as the pool is created, whenever its processes start."""
+    return {"mp_context": multiprocessing.get_context("fork" if _FORKING else "spawn"),
+            "initializer": start_worker, "initargs": (_FORKING, _CLOSE_IN_CHILD if _FORKING else ())}
 
 
-def start_worker() -> None:
-    """`ProcessPoolExecutor(initializer=...)`: Ctrl-C reaches every process of the terminal's group, and is
-    the sweep's to handle (it closes the runs KILLED, then waits for what its workers were given): a
-    worker interrupted mid-task would hand the sweep a `KeyboardInterrupt` for that task instead. And the
-    worker leaves without the interpreter's teardown, or at once when the process it works for is gone."""
+def start_worker(forked: bool = False, close: tuple[int, ...] = ()) -> None:
+    """The pool's initializer: Ctrl-C reaches every process of the terminal's group, and is the sweep's to
+    handle (it closes the runs KILLED, then waits for what its workers were given): a worker interrupted
+    mid-task would hand the sweep a `KeyboardInterrupt` for that task instead. And the worker leaves
+    without the interpreter's teardown, or at once when the process it works for is gone. A `forked` one
+    closes the descriptors it must not hold (`close`) and drops the host's SIGTERM handler."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked worker inherits the host's handler
-    for fd in _CLOSE_IN_CHILD:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    for fd in close:
         try:
             os.close(fd)
         except OSError:
@@ -75,7 +78,7 @@ def start_worker() -> None:
         gc.freeze()
         gc.enable()
     leave_fast_at_exit()
-    if _FORKING:  # as it was when this process was forked
+    if forked:
         mark("worker_forked")
     threading.Thread(target=_leave_with, args=(os.getppid(),), daemon=True).start()
 

@@ -1,28 +1,33 @@
 """How a population's workers start: forked inside `forking` (the population host, once it has loaded what
-they use) on the Python it was measured on, so they import nothing again, and then without the host's pipe
-(whose end-of-file tells the sweep process the host is gone) or its SIGTERM handler; spawned otherwise.
-The host forking its workers is exercised end to end in e2e/test_population_sweeps.py."""
+they use) on the platform and Python it was measured on, so they import nothing again, and then without
+the host's pipe (whose end-of-file tells the sweep process the host is gone) or its SIGTERM handler;
+spawned where another thread runs, outside `forking`, or with the speed-up off. Each case runs in a fresh
+process, as the host is one: this test process may hold other tests' threads. The host forking its
+workers is exercised end to end in e2e/test_population_sweeps.py."""
 
 from __future__ import annotations
 
+import json
 import os
-import select
-import signal
+import subprocess
 import sys
-import types
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from experiments.worker_process import forking, start_worker, worker_context
-
-LOADED_HERE = "_loaded_by_the_parent_only"
 FORKS_HERE = sys.version_info[:2] == (3, 11) and sys.platform.startswith("linux")
 
+SCRIPT = '''
+import json, os, select, signal, sys, threading, types
+from concurrent.futures import ProcessPoolExecutor
 
-def _what_the_worker_has(fd: int) -> dict[str, Any]:
+from experiments.worker_process import forking, pool_options
+
+LOADED_HERE = "_loaded_by_the_parent_only"
+
+
+def what_the_worker_has(fd):
     try:
         os.fstat(fd)
         holds_fd = True
@@ -32,52 +37,55 @@ def _what_the_worker_has(fd: int) -> dict[str, Any]:
             "sigterm_default": signal.getsignal(signal.SIGTERM) == signal.SIG_DFL}
 
 
-def _pool() -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(max_workers=1, mp_context=worker_context(), initializer=start_worker)
+if __name__ == "__main__":
+    case = sys.argv[1]
+    sys.modules[LOADED_HERE] = types.ModuleType(LOADED_HERE)
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)  # the host's own handler
+    if case == "thread":
+        stop = threading.Event()
+        threading.Thread(target=stop.wait).start()
+    reading, writing = os.pipe()
+    if case == "outside":
+        pool = ProcessPoolExecutor(max_workers=1, **pool_options())
+    else:
+        with forking(close_in_child=[writing]):
+            pool = ProcessPoolExecutor(max_workers=1, **pool_options())
+    has = pool.submit(what_the_worker_has, writing).result(timeout=120)
+    # The host gone (its end closed here): does this process read end-of-file while the worker lives?
+    os.close(writing)
+    ready, _, _ = select.select([reading], [], [], 5.0)
+    has["eof_while_worker_lives"] = bool(ready) and os.read(reading, 1) == b""
+    has["worker_alive"] = pool.submit(os.getpid).result(timeout=60) != os.getpid()
+    pool.shutdown()
+    if case == "thread":
+        stop.set()
+    print(json.dumps(has))
+'''
 
 
-@pytest.fixture
-def loaded_here(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.delenv("EXPERIMENTS_NO_SPEEDUPS", raising=False)
-    monkeypatch.setitem(sys.modules, LOADED_HERE, types.ModuleType(LOADED_HERE))
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)  # the host's own handler
-    yield
-    signal.signal(signal.SIGTERM, previous)
+def _worker_started(tmp_path: Path, case: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    script = tmp_path / "start_a_worker.py"
+    script.write_text(SCRIPT)
+    environment = {k: v for k, v in os.environ.items() if k != "EXPERIMENTS_NO_SPEEDUPS"}
+    result = subprocess.run([sys.executable, str(script), case], check=False, capture_output=True, text=True,
+                            timeout=300, env={**environment, **(env or {})})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.skipif(not FORKS_HERE, reason="workers are forked on Linux with Python 3.11 only (where it was measured)")
-def test_a_worker_started_while_forking_has_what_was_loaded_and_not_the_hosts_pipe(loaded_here: None) -> None:
-    reading, writing = os.pipe()
-    try:
-        with forking(close_in_child=[writing]):
-            pool = _pool()
-            has = pool.submit(_what_the_worker_has, writing).result(timeout=60)
-        assert has == {"loaded": True, "holds_fd": False, "sigterm_default": True}
-        # The host gone (its end closed here), the sweep process reads end-of-file at once, while the
-        # forked worker still lives.
-        os.close(writing)
-        writing = -1
-        ready, _, _ = select.select([reading], [], [], 5.0)
-        assert ready and os.read(reading, 1) == b""
-        assert pool.submit(os.getpid).result(timeout=60) != os.getpid()
-        pool.shutdown()
-    finally:
-        os.close(reading)
-        if writing >= 0:
-            os.close(writing)
+def test_a_worker_started_while_forking_has_what_was_loaded_and_not_the_hosts_pipe(tmp_path: Path) -> None:
+    assert _worker_started(tmp_path, "forking") == {
+        "loaded": True, "holds_fd": False, "sigterm_default": True, "eof_while_worker_lives": True,
+        "worker_alive": True}
 
 
-@pytest.mark.parametrize("switched_off", [False, True])
-def test_workers_are_spawned_outside_forking_or_with_the_speed_up_off(
-        loaded_here: None, switched_off: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    if switched_off:
-        monkeypatch.setenv("EXPERIMENTS_NO_SPEEDUPS", "worker_fork")
-        with forking():
-            pool = _pool()
-    else:
-        pool = _pool()
-    try:
-        has = pool.submit(_what_the_worker_has, 0).result(timeout=120)
-    finally:
-        pool.shutdown()
-    assert not has["loaded"] and has["sigterm_default"]
+@pytest.mark.parametrize(("case", "env"), [
+    ("outside", None),  # not inside `forking`
+    ("forking", {"EXPERIMENTS_NO_SPEEDUPS": "worker_fork"}),
+    ("thread", None),  # another thread runs as `forking` is entered
+])
+def test_workers_are_spawned_outside_forking_with_the_speed_up_off_or_beside_another_thread(
+        tmp_path: Path, case: str, env: dict[str, str] | None) -> None:
+    has = _worker_started(tmp_path, case, env)
+    assert not has["loaded"] and has["sigterm_default"] and has["worker_alive"]
