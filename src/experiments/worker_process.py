@@ -30,10 +30,14 @@ _FORKING = False
 _CLOSE_IN_CHILD: tuple[int, ...] = ()
 
 
+def fork_measured() -> bool:
+    """Whether this platform and Python are those forking workers was measured on."""
+    return sys.platform.startswith(_FORK_PLATFORMS) and sys.version_info[:2] in _FORK_PYTHONS
+
+
 def forks_here() -> bool:
-    """Whether `forking` forks on this platform and Python, with the speed-up on."""
-    return enabled("worker_fork") and sys.platform.startswith(_FORK_PLATFORMS) \
-        and sys.version_info[:2] in _FORK_PYTHONS
+    """Whether `forking` forks here, with the speed-up on."""
+    return enabled("worker_fork") and fork_measured()
 
 
 @contextmanager

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-FORKS_HERE = sys.version_info[:2] == (3, 11) and sys.platform.startswith("linux")
+from experiments.worker_process import fork_measured
 
 SCRIPT = '''
 import json, os, select, signal, sys, threading, types
@@ -73,7 +73,7 @@ def _worker_started(tmp_path: Path, case: str, env: dict[str, str] | None = None
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.skipif(not FORKS_HERE, reason="workers are forked on Linux with Python 3.11 only (where it was measured)")
+@pytest.mark.skipif(not fork_measured(), reason="workers are forked on Linux with Python 3.11 only (where it was measured)")
 def test_a_worker_started_while_forking_has_what_was_loaded_and_not_the_hosts_pipe(tmp_path: Path) -> None:
     assert _worker_started(tmp_path, "forking") == {
         "loaded": True, "holds_fd": False, "sigterm_default": True, "eof_while_worker_lives": True,
